@@ -1,0 +1,197 @@
+//! Validation of a `write_raw` request: from body bytes to a [`WriteCommand`].
+//!
+//! The order of checks follows the contract: JSON syntax first (400), then
+//! schema and values (422). Size and authentication are the shell's, earlier.
+
+use crate::domain::fields::{self, Fields};
+use crate::domain::time::{parse_rfc3339, Millis, MINUTE_MS};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Largest accepted body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Deepest accepted `data`, counting `data` itself as level 1.
+pub const MAX_DEPTH: usize = 32;
+/// How far in the future an `event_time` may lie.
+pub const MAX_FUTURE_MS: Millis = 5 * MINUTE_MS;
+/// `name` when neither the request nor its table gives one.
+pub const DEFAULT_NAME: &str = "raw";
+pub const MAX_NAME_CHARS: usize = 128;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// A validated write.
+#[derive(Debug)]
+pub struct WriteCommand {
+    pub event_time: Millis,
+    pub name: String,
+    /// `data` exactly as sent.
+    pub data: Box<RawValue>,
+    pub fields: Fields,
+}
+
+/// Why a write was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// Not JSON (400).
+    #[error("body is not valid JSON: {0}")]
+    Syntax(String),
+    /// JSON, but not what the contract accepts (422). The text names the field.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(text: impl Into<String>) -> WriteError {
+    WriteError::Invalid(text.into())
+}
+
+/// Validates a `write_raw` body received at `now`.
+pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError> {
+    let top: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(body).map_err(|e| classify(&e, body, "body must be a JSON object"))?;
+    if let Some(unknown) = top
+        .keys()
+        .find(|k| !matches!(k.as_str(), "data" | "event_time" | "name"))
+    {
+        return Err(invalid(format!(
+            "unknown field `{unknown}`: allowed are `data`, `event_time` and `name`"
+        )));
+    }
+    let raw_data = top
+        .get("data")
+        .ok_or_else(|| invalid("`data` is required"))?;
+    let data: Value = serde_json::from_str(raw_data.get())
+        .map_err(|e| classify(&e, raw_data.get().as_bytes(), "`data` must be a JSON object"))?;
+    let Value::Object(object) = &data else {
+        return Err(invalid("`data` must be a JSON object"));
+    };
+    if depth(&data) > MAX_DEPTH {
+        return Err(too_deep());
+    }
+    let extracted = fields::extract(object).map_err(|e| invalid(e.to_string()))?;
+    let table = extracted.table.unwrap_or_default();
+
+    let event_time = match optional_string(&top, "event_time")? {
+        Some(text) => parse_time(&text, "event_time")?,
+        None => match table.ts {
+            Some(Value::String(text)) => parse_time(text, "data.ts")?,
+            Some(_) => return Err(invalid("`data.ts` must be an RFC 3339 timestamp string")),
+            None => now,
+        },
+    };
+    if event_time > now + MAX_FUTURE_MS {
+        return Err(invalid(
+            "`event_time` lies more than 5 minutes in the future",
+        ));
+    }
+    let name = match optional_string(&top, "name")? {
+        Some(name) => check_name(name, "name")?,
+        None => match table.name {
+            Some(Value::String(name)) => check_name(name.clone(), "data.name")?,
+            Some(_) => return Err(invalid("`data.name` must be a string")),
+            None => DEFAULT_NAME.to_owned(),
+        },
+    };
+    let fields = extracted.fields;
+    let raw = top
+        .into_iter()
+        .find_map(|(k, v)| (k == "data").then_some(v))
+        .ok_or_else(|| invalid("`data` is required"))?;
+    Ok(WriteCommand {
+        event_time,
+        name,
+        data: raw,
+        fields,
+    })
+}
+
+/// Validates an `Idempotency-Key` header: 1 to 128 visible ASCII characters.
+pub fn parse_idempotency_key(value: &[u8]) -> Result<String, WriteError> {
+    let visible = value.iter().all(|b| (0x21..=0x7e).contains(b));
+    if value.is_empty() || value.len() > MAX_IDEMPOTENCY_KEY_LEN || !visible {
+        return Err(invalid(
+            "`Idempotency-Key` header must be 1 to 128 visible ASCII characters",
+        ));
+    }
+    Ok(String::from_utf8_lossy(value).into_owned())
+}
+
+fn too_deep() -> WriteError {
+    invalid(format!(
+        "`data` is nested deeper than {MAX_DEPTH} levels"
+    ))
+}
+
+/// Maps a serde_json error: syntax is a 400; a well-formed document of the
+/// wrong shape is a 422; a document too deep for serde_json's recursion
+/// limit is validated again without that limit, and is then a 422 for its
+/// depth if it is well formed.
+fn classify(error: &serde_json::Error, text: &[u8], shape: &str) -> WriteError {
+    use serde_json::error::Category;
+    if error.to_string().starts_with("recursion limit exceeded") {
+        return if is_valid_json(text) {
+            too_deep()
+        } else {
+            WriteError::Syntax(error.to_string())
+        };
+    }
+    match error.classify() {
+        Category::Data => invalid(shape),
+        Category::Syntax | Category::Eof | Category::Io => WriteError::Syntax(error.to_string()),
+    }
+}
+
+/// Checks syntax at any depth, growing the stack on the heap as needed.
+fn is_valid_json(text: &[u8]) -> bool {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    de.disable_recursion_limit();
+    let ok = IgnoredAny::deserialize(serde_stacker::Deserializer::new(&mut de)).is_ok();
+    ok && de.end().is_ok()
+}
+
+fn optional_string(
+    top: &BTreeMap<String, Box<RawValue>>,
+    key: &str,
+) -> Result<Option<String>, WriteError> {
+    let Some(raw) = top.get(key) else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Null) => Ok(None),
+        Ok(Value::String(s)) => Ok(Some(s)),
+        Ok(_) => Err(invalid(format!("`{key}` must be a string"))),
+        Err(e) => Err(WriteError::Syntax(e.to_string())),
+    }
+}
+
+fn parse_time(text: &str, field: &str) -> Result<Millis, WriteError> {
+    parse_rfc3339(text).ok_or_else(|| {
+        invalid(format!(
+            "`{field}` must be an RFC 3339 timestamp such as 2021-05-01T12:07:50+02:00"
+        ))
+    })
+}
+
+fn check_name(name: String, field: &str) -> Result<String, WriteError> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(invalid(format!(
+            "`{field}` must be 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok(name)
+}
+
+/// Nesting depth: a scalar is 0, an object or array one more than its deepest child.
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,551 @@
+//! The embedded store: SQLite on disk, the local default.
+//!
+//! # Files in the data directory
+//! - `events.db`: the event log (`events`, append-only by trigger) and the
+//!   idempotency records, WAL mode, `synchronous=FULL`: a commit is on disk
+//!   before any append it holds is acknowledged.
+//! - `aggregates.db`: buckets, the latest event, rendered rows and the
+//!   checkpoint. A separate file, so the aggregator never waits for the
+//!   event writer's lock, and rows are derived data that a rebuild remakes.
+//! - `sygno.lock`: held (advisory lock) while a process has the store open,
+//!   so two processes never fold the same log into the same rows.
+//!
+//! # Group commit
+//! One writer thread owns the log's write connection. Appends queue on a
+//! channel; the thread takes every queued append (up to [`MAX_GROUP`]), writes
+//! them in one transaction (a savepoint each, so one failure fails only its
+//! own request), commits once, then answers them all. Durability therefore
+//! costs one fsync per group, not per request. After each commit it
+//! publishes the new head sequence number, which wakes the aggregator.
+
+use crate::domain::aggregates::Latest;
+use crate::domain::event::{Appended, LoggedEvent, NewEvent};
+use crate::domain::expose::ExposeKind;
+use crate::domain::series::Summary;
+use crate::store::codec::{decode_summary, encode_summary};
+use crate::store::{
+    AggregateCommit, AggregateStore, ChangeFeed, EventLog, Result, StoreError, StoredAggregates,
+    ViewStore,
+};
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Most appends committed in one transaction.
+pub const MAX_GROUP: usize = 1024;
+/// Appends waiting for the writer before callers wait to enqueue.
+const QUEUE: usize = 8192;
+
+const EVENTS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    event_time_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    user_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, key)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+";
+
+const AGGREGATES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS buckets (
+    bucket INTEGER PRIMARY KEY,
+    summary TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS latest (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    seq INTEGER NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS views (
+    kind TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+";
+
+struct AppendJob {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+/// The SQLite store. Cheap to clone; the writer thread stops when the last
+/// clone is dropped, after committing what was queued.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    writer: Option<mpsc::Sender<AppendJob>>,
+    writer_thread: Option<JoinHandle<()>>,
+    head: watch::Receiver<u64>,
+    /// Read connection to `events.db` (feed and health).
+    events: Mutex<Connection>,
+    aggregates: Mutex<Connection>,
+    /// The rendered rows, as last committed.
+    views: RwLock<HashMap<ExposeKind, Arc<str>>>,
+    /// Held for the store's life; released on drop.
+    _lock: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer commit what is queued and stop.
+        self.writer.take();
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    StoreError::unavailable(e)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn open_db(path: &Path, synchronous: &str) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(sql_err)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
+    ))
+    .map_err(sql_err)?;
+    Ok(conn)
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(StoreError::unavailable)?;
+        let lock_file = File::create(dir.join("sygno.lock")).map_err(StoreError::unavailable)?;
+        if lock_file.try_lock().is_err() {
+            return Err(StoreError::Locked(dir.display().to_string()));
+        }
+        let events_path = dir.join("events.db");
+        let writer_conn = open_db(&events_path, "FULL")?;
+        writer_conn
+            .execute_batch(EVENTS_SCHEMA)
+            .map_err(sql_err)?;
+        let reader = open_db(&events_path, "FULL")?;
+        let head: u64 = reader
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        let aggregates = open_db(&dir.join("aggregates.db"), "NORMAL")?;
+        aggregates
+            .execute_batch(AGGREGATES_SCHEMA)
+            .map_err(sql_err)?;
+        let views = load_views(&aggregates)?;
+
+        let (head_tx, head_rx) = watch::channel(head);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("sygno-log-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx, head_tx))
+            .map_err(StoreError::unavailable)?;
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                writer: Some(tx),
+                writer_thread: Some(thread),
+                head: head_rx,
+                events: Mutex::new(reader),
+                aggregates: Mutex::new(aggregates),
+                views: RwLock::new(views),
+                _lock: lock_file,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    async fn with_events<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&lock(&inner.events)).map_err(sql_err))
+            .await
+            .map_err(StoreError::unavailable)?
+    }
+
+    async fn with_aggregates<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&mut lock(&inner.aggregates)))
+            .await
+            .map_err(StoreError::unavailable)?
+    }
+}
+
+fn load_views(conn: &Connection) -> Result<HashMap<ExposeKind, Arc<str>>> {
+    let mut stmt = conn
+        .prepare("SELECT kind, doc FROM views")
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(sql_err)?;
+    let mut views = HashMap::new();
+    for row in rows {
+        let (kind, doc) = row.map_err(sql_err)?;
+        if let Some(kind) = ExposeKind::parse(&kind) {
+            views.insert(kind, Arc::from(doc));
+        }
+    }
+    Ok(views)
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendJob>, head: watch::Sender<u64>) {
+    let mut jobs = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        match commit_group(&mut conn, &jobs) {
+            Ok(results) => {
+                let mut last = None;
+                for (job, result) in jobs.drain(..).zip(results) {
+                    let reply = result.map(|(appended, seq)| {
+                        last = seq.or(last);
+                        appended
+                    });
+                    let _ = job.reply.send(reply.map_err(sql_err));
+                }
+                if let Some(seq) = last {
+                    head.send_replace(seq);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error.cause_chain = ?e, appends = jobs.len(), "event log commit failed");
+                let message = e.to_string();
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Unavailable(message.clone().into())));
+                }
+            }
+        }
+    }
+}
+
+type GroupResult = Vec<rusqlite::Result<(Appended, Option<u64>)>>;
+
+fn commit_group(conn: &mut Connection, jobs: &[AppendJob]) -> rusqlite::Result<GroupResult> {
+    let mut tx = conn.transaction()?;
+    let results = jobs
+        .iter()
+        .map(|job| append_one(&mut tx, &job.event))
+        .collect();
+    tx.commit()?;
+    Ok(results)
+}
+
+/// Appends one event (or finds its idempotent twin) inside a savepoint.
+/// Returns the new sequence number, `None` for a duplicate.
+fn append_one(tx: &mut Transaction<'_>, e: &NewEvent) -> rusqlite::Result<(Appended, Option<u64>)> {
+    let sp = tx.savepoint()?;
+    if let Some(key) = &e.idempotency_key {
+        let first = sp
+            .prepare_cached(
+                "SELECT ev.event_id, ev.event_time_ms FROM idempotency i \
+                 JOIN events ev ON ev.seq = i.seq WHERE i.user_id = ?1 AND i.key = ?2",
+            )?
+            .query_row(params![e.user_id, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((event_id, event_time)) = first {
+            return Ok((
+                Appended {
+                    event_id,
+                    event_time,
+                    duplicate: true,
+                },
+                None,
+            ));
+        }
+    }
+    sp.prepare_cached(
+        "INSERT INTO events (event_id, event_time_ms, received_ms, name, user_id, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        e.event_id,
+        e.event_time,
+        e.received_at,
+        e.name,
+        e.user_id,
+        e.data
+    ])?;
+    let seq = sp.last_insert_rowid();
+    if let Some(key) = &e.idempotency_key {
+        sp.prepare_cached(
+            "INSERT INTO idempotency (user_id, key, seq, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![e.user_id, key, seq, e.received_at])?;
+    }
+    sp.commit()?;
+    let seq = u64::try_from(seq).unwrap_or_default();
+    Ok((
+        Appended {
+            event_id: e.event_id.clone(),
+            event_time: e.event_time,
+            duplicate: false,
+        },
+        Some(seq),
+    ))
+}
+
+#[async_trait]
+impl EventLog for EmbeddedStore {
+    async fn append(&self, event: NewEvent) -> Result<Appended> {
+        let closed = || StoreError::Unavailable("the event log writer has stopped".into());
+        let writer = self.inner.writer.as_ref().ok_or_else(closed)?;
+        let (reply, answer) = oneshot::channel();
+        writer
+            .send(AppendJob { event, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self.inner.writer.as_ref().is_none_or(|w| w.is_closed()) {
+            return Err(StoreError::Unavailable(
+                "the event log writer has stopped".into(),
+            ));
+        }
+        self.with_events(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for EmbeddedStore {
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<LoggedEvent>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_events(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, event_id, event_time_ms, name, user_id, data FROM events \
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |r| {
+                Ok(LoggedEvent {
+                    seq: r.get(0)?,
+                    event_id: r.get(1)?,
+                    event_time: r.get(2)?,
+                    name: r.get(3)?,
+                    user_id: r.get(4)?,
+                    data: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn head(&self) -> Result<u64> {
+        self.with_events(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)))
+            .await
+    }
+
+    async fn wait_beyond(&self, after: u64) {
+        let mut head = self.inner.head.clone();
+        let _ = head.wait_for(|seq| *seq > after).await;
+    }
+}
+
+fn read_checkpoint(c: &Connection) -> rusqlite::Result<u64> {
+    c.query_row("SELECT seq FROM checkpoint WHERE id = 0", [], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+fn decode(bucket: i64, text: &str) -> Result<(i64, Summary)> {
+    decode_summary(text)
+        .map(|s| (bucket, s))
+        .map_err(|e| StoreError::Corrupt(format!("bucket {bucket}: {e}")))
+}
+
+#[async_trait]
+impl AggregateStore for EmbeddedStore {
+    async fn load(&self, from_bucket: i64) -> Result<StoredAggregates> {
+        self.with_aggregates(move |c| {
+            let checkpoint = read_checkpoint(c).map_err(sql_err)?;
+            let latest = c
+                .query_row(
+                    "SELECT seq, event_time_ms, event_id, name, data FROM latest WHERE id = 0",
+                    [],
+                    |r| {
+                        Ok(Latest {
+                            seq: r.get(0)?,
+                            event_time: r.get(1)?,
+                            event_id: r.get(2)?,
+                            name: r.get(3)?,
+                            data: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(sql_err)?;
+            let mut stmt = c
+                .prepare("SELECT bucket, summary FROM buckets WHERE bucket >= ?1 ORDER BY bucket")
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map([from_bucket], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(sql_err)?;
+            let mut buckets = Vec::new();
+            for row in rows {
+                let (bucket, text) = row.map_err(sql_err)?;
+                buckets.push(decode(bucket, &text)?);
+            }
+            Ok(StoredAggregates {
+                checkpoint,
+                latest,
+                buckets,
+            })
+        })
+        .await
+    }
+
+    async fn load_buckets(&self, buckets: &[i64]) -> Result<Vec<(i64, Summary)>> {
+        let buckets = buckets.to_vec();
+        self.with_aggregates(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT summary FROM buckets WHERE bucket = ?1")
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            for bucket in buckets {
+                let text: Option<String> = stmt
+                    .query_row([bucket], |r| r.get(0))
+                    .optional()
+                    .map_err(sql_err)?;
+                if let Some(text) = text {
+                    out.push(decode(bucket, &text)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn commit(&self, commit: AggregateCommit) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        let views: Vec<(ExposeKind, Arc<str>)> = commit
+            .views
+            .iter()
+            .map(|(k, doc)| (*k, Arc::from(doc.as_str())))
+            .collect();
+        let replace_all = commit.replace_all;
+        self.with_aggregates(move |c| write_commit(c, &commit))
+            .await?;
+        let mut cache = inner
+            .views
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if replace_all {
+            cache.clear();
+        }
+        cache.extend(views);
+        Ok(())
+    }
+}
+
+fn write_commit(c: &mut Connection, commit: &AggregateCommit) -> Result<()> {
+    let tx = c.transaction().map_err(sql_err)?;
+    let stored = read_checkpoint(&tx).map_err(sql_err)?;
+    if let Some(expected) = commit.expected_checkpoint {
+        if expected != stored {
+            return Err(StoreError::Conflict(format!(
+                "aggregate checkpoint is {stored}, expected {expected}"
+            )));
+        }
+    }
+    if commit.replace_all {
+        tx.execute_batch("DELETE FROM buckets; DELETE FROM latest; DELETE FROM views;")
+            .map_err(sql_err)?;
+    }
+    {
+        let mut put = tx
+            .prepare_cached("INSERT OR REPLACE INTO buckets (bucket, summary) VALUES (?1, ?2)")
+            .map_err(sql_err)?;
+        for (bucket, summary) in &commit.buckets {
+            put.execute(params![bucket, encode_summary(summary)])
+                .map_err(sql_err)?;
+        }
+        let mut put = tx
+            .prepare_cached("INSERT OR REPLACE INTO views (kind, doc) VALUES (?1, ?2)")
+            .map_err(sql_err)?;
+        for (kind, doc) in &commit.views {
+            put.execute(params![kind.as_str(), doc]).map_err(sql_err)?;
+        }
+    }
+    if let Some(l) = &commit.latest {
+        tx.execute(
+            "INSERT OR REPLACE INTO latest (id, seq, event_time_ms, event_id, name, data) \
+             VALUES (0, ?1, ?2, ?3, ?4, ?5)",
+            params![l.seq, l.event_time, l.event_id, l.name, l.data],
+        )
+        .map_err(sql_err)?;
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO checkpoint (id, seq) VALUES (0, ?1)",
+        [commit.checkpoint],
+    )
+    .map_err(sql_err)?;
+    tx.commit().map_err(sql_err)
+}
+
+#[async_trait]
+impl ViewStore for EmbeddedStore {
+    async fn view(&self, kind: ExposeKind) -> Result<Option<Arc<str>>> {
+        let cache = self
+            .inner
+            .views
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(cache.get(&kind).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests;
