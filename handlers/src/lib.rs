@@ -1,1 +1,20 @@
-//! wip
+//! Sygno's HTTP layer and its local server.
+//!
+//! # Layout
+//! - [`routes`]: [`app`], the one router every entry point serves (local
+//!   server now, Lambda functions later), and one module per route.
+//! - [`error`]: [`error::ApiError`] and the contract's response envelope.
+//! - [`auth`]: the `x-api-key` check (401 / 403).
+//! - [`body`]: reading a request body under the size limit (413, 415).
+//! - [`openapi`]: the OpenAPI document, generated from the handlers.
+//! - [`local`]: `sygno serve`: the router, the embedded store and the
+//!   aggregation worker in one process.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod local;
+pub mod openapi;
+pub mod routes;
+
+pub use routes::{app, AppState};

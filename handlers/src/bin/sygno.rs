@@ -1,1 +1,169 @@
-fn main() {}
+//! `sygno`: the local modes. `serve` runs the API with the embedded store
+//! and the aggregation worker; `rebuild` recomputes every aggregate from the
+//! event log of a stopped store.
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use rand::Rng;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+use sygno_handlers::local::{rebuild_store, serve, system_clock};
+use sygno_shared::domain::auth::{ApiKeys, Role};
+use sygno_shared::store::embedded::EmbeddedStore;
+use sygno_shared::store::StoreError;
+use sygno_shared::telemetry;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "sygno",
+    version,
+    about = "Ingests raw JSON events and serves live statistics over them."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API on the embedded store, with the aggregator.
+    ///
+    /// API keys come from SYGNO_API_KEYS ("ROLES=SECRET,...", roles write,
+    /// read, admin joined by "+", SECRET plain or "sha256:<hex>").
+    Serve(ServeArgs),
+    /// Rebuild every aggregate from the event log (server stopped; for a
+    /// running server use POST /admin/rebuild).
+    Rebuild(StoreArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, env = "SYGNO_DATA_DIR", default_value = "sygno-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "SYGNO_ADDR", default_value = "127.0.0.1:5005")]
+    addr: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Also generate a random write key and read key, printed once.
+    #[arg(long)]
+    dev: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(telemetry::json_requested());
+    match cli.command {
+        Command::Serve(args) => run_serve(args).await,
+        Command::Rebuild(args) => run_rebuild(args).await,
+    }
+}
+
+fn configured_keys() -> anyhow::Result<ApiKeys> {
+    match std::env::var("SYGNO_API_KEYS") {
+        Ok(spec) => Ok(ApiKeys::parse(&spec)?),
+        Err(std::env::VarError::NotPresent) => Ok(ApiKeys::default()),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("SYGNO_API_KEYS is not valid UTF-8"),
+    }
+}
+
+fn random_key() -> String {
+    let bytes: [u8; 24] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+fn open_store(args: &StoreArgs) -> anyhow::Result<EmbeddedStore> {
+    match EmbeddedStore::open(&args.data_dir) {
+        Err(StoreError::Locked(dir)) => bail!(
+            "the data directory {dir} is in use by a running sygno; stop it first, or rebuild online with POST /admin/rebuild"
+        ),
+        other => other.with_context(|| format!("opening the store in {}", args.data_dir.display())),
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut keys = configured_keys()?;
+    let mut out = std::io::stdout().lock();
+    if args.dev {
+        let (write, read) = (random_key(), random_key());
+        keys.add(&write, &[Role::Write]);
+        keys.add(&read, &[Role::Read]);
+        writeln!(
+            out,
+            "--dev: generated API keys (shown once, valid until this process stops)"
+        )?;
+        writeln!(out, "  write key: {write}")?;
+        writeln!(out, "  read key:  {read}")?;
+    }
+    if keys.is_empty() {
+        bail!("no API keys: set SYGNO_API_KEYS (for example SYGNO_API_KEYS=\"write=...,read=...\") or start with --dev");
+    }
+    let store = open_store(&args.store)?;
+    let listener = TcpListener::bind(&args.addr)
+        .await
+        .with_context(|| format!("listening on {}", args.addr))?;
+    let addr = listener.local_addr()?;
+    writeln!(
+        out,
+        "sygno listening on http://{addr} (data in {})",
+        args.store.data_dir.display()
+    )?;
+    out.flush()?;
+    drop(out);
+    serve(listener, store, keys, system_clock(), shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_rebuild(args: StoreArgs) -> anyhow::Result<()> {
+    let store = open_store(&args)?;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut progress = |read: u64, target: u64| {
+        if last_report.elapsed().as_millis() >= 500 || read >= target {
+            last_report = Instant::now();
+            let percent = if target == 0 {
+                100
+            } else {
+                read * 100 / target
+            };
+            eprintln!("rebuild: {read}/{target} events ({percent}%)");
+        }
+    };
+    let rebuilt = rebuild_store(&store, &system_clock(), &mut progress).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "rebuilt {} buckets from the log up to event {} in {:.1} s",
+        rebuilt.buckets,
+        rebuilt.state.checkpoint,
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

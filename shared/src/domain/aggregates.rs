@@ -111,8 +111,7 @@ impl Aggregates {
     /// The summary of events with `event_time` in `[end - span, end)`.
     /// Both ends must lie on bucket boundaries.
     pub fn window(&mut self, end: Millis, span: Millis) -> Summary {
-        self.series
-            .summarize(bucket_of(end - span), bucket_of(end))
+        self.series.summarize(bucket_of(end - span), bucket_of(end))
     }
 }
 

@@ -140,8 +140,8 @@ impl Series {
         if start >= end {
             return out;
         }
-        let first_whole = start.div_euclid(BLOCK_BUCKETS)
-            + i64::from(start.rem_euclid(BLOCK_BUCKETS) != 0);
+        let first_whole =
+            start.div_euclid(BLOCK_BUCKETS) + i64::from(start.rem_euclid(BLOCK_BUCKETS) != 0);
         let last_whole = end.div_euclid(BLOCK_BUCKETS);
         if first_whole >= last_whole {
             self.fold_buckets(start, end, &mut out);

@@ -49,8 +49,8 @@ fn invalid(text: impl Into<String>) -> WriteError {
 
 /// Validates a `write_raw` body received at `now`.
 pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError> {
-    let top: BTreeMap<String, Box<RawValue>> =
-        serde_json::from_slice(body).map_err(|e| classify(&e, body, "body must be a JSON object"))?;
+    let top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
+        .map_err(|e| classify(&e, body, "body must be a JSON object"))?;
     if let Some(unknown) = top
         .keys()
         .find(|k| !matches!(k.as_str(), "data" | "event_time" | "name"))
@@ -62,8 +62,13 @@ pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError>
     let raw_data = top
         .get("data")
         .ok_or_else(|| invalid("`data` is required"))?;
-    let data: Value = serde_json::from_str(raw_data.get())
-        .map_err(|e| classify(&e, raw_data.get().as_bytes(), "`data` must be a JSON object"))?;
+    let data: Value = serde_json::from_str(raw_data.get()).map_err(|e| {
+        classify(
+            &e,
+            raw_data.get().as_bytes(),
+            "`data` must be a JSON object",
+        )
+    })?;
     let Value::Object(object) = &data else {
         return Err(invalid("`data` must be a JSON object"));
     };
@@ -119,16 +124,14 @@ pub fn parse_idempotency_key(value: &[u8]) -> Result<String, WriteError> {
 }
 
 fn too_deep() -> WriteError {
-    invalid(format!(
-        "`data` is nested deeper than {MAX_DEPTH} levels"
-    ))
+    invalid(format!("`data` is nested deeper than {MAX_DEPTH} levels"))
 }
 
 /// Maps a serde_json error: syntax is a 400; a well-formed document of the
 /// wrong shape is a 422; a document too deep for serde_json's recursion
 /// limit is validated again without that limit, and is then a 422 for its
 /// depth if it is well formed.
-fn classify(error: &serde_json::Error, text: &[u8], shape: &str) -> WriteError {
+pub fn classify(error: &serde_json::Error, text: &[u8], shape: &str) -> WriteError {
     use serde_json::error::Category;
     if error.to_string().starts_with("recursion limit exceeded") {
         return if is_valid_json(text) {

@@ -158,9 +158,7 @@ impl EmbeddedStore {
         }
         let events_path = dir.join("events.db");
         let writer_conn = open_db(&events_path, "FULL")?;
-        writer_conn
-            .execute_batch(EVENTS_SCHEMA)
-            .map_err(sql_err)?;
+        writer_conn.execute_batch(EVENTS_SCHEMA).map_err(sql_err)?;
         let reader = open_db(&events_path, "FULL")?;
         let head: u64 = reader
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
@@ -261,7 +259,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendJob>, head: wa
                 tracing::error!(error.cause_chain = ?e, appends = jobs.len(), "event log commit failed");
                 let message = e.to_string();
                 for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(StoreError::Unavailable(message.clone().into())));
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Unavailable(message.clone().into())));
                 }
             }
         }
@@ -384,8 +384,10 @@ impl ChangeFeed for EmbeddedStore {
     }
 
     async fn head(&self) -> Result<u64> {
-        self.with_events(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)))
-            .await
+        self.with_events(|c| {
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+        })
+        .await
     }
 
     async fn wait_beyond(&self, after: u64) {
@@ -431,7 +433,9 @@ impl AggregateStore for EmbeddedStore {
                 .prepare("SELECT bucket, summary FROM buckets WHERE bucket >= ?1 ORDER BY bucket")
                 .map_err(sql_err)?;
             let rows = stmt
-                .query_map([from_bucket], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .query_map([from_bucket], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
                 .map_err(sql_err)?;
             let mut buckets = Vec::new();
             for row in rows {

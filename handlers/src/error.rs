@@ -1,0 +1,144 @@
+//! Every response body is the contract's envelope:
+//! `{"status": <int>, "description": "<text>", "data": <value or null>}`.
+//! Errors carry a stable code in `data.error`; 5xx descriptions are generic
+//! and their causes go to the log, never to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sygno_shared::domain::write::WriteError;
+use sygno_shared::store::StoreError;
+
+/// A response body in the envelope, `data` given as JSON text.
+pub fn envelope(status: StatusCode, description: &str, data_json: &str) -> Response {
+    let description = serde_json::to_string(description).unwrap_or_else(|_| "\"\"".to_owned());
+    let body = format!(
+        "{{\"status\":{},\"description\":{description},\"data\":{data_json}}}",
+        status.as_u16()
+    );
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A success response with `data` serialized from `data`.
+pub fn ok<T: Serialize>(status: StatusCode, description: &str, data: &T) -> Response {
+    match serde_json::to_string(data) {
+        Ok(json) => envelope(status, description, &json),
+        Err(e) => {
+            tracing::error!(error = %e, "response could not be serialized");
+            ApiError::internal().into_response()
+        }
+    }
+}
+
+/// A failed request: status, stable code, and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable machine code, sent as `data.error`.
+    pub code: &'static str,
+    pub description: String,
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            description: description.into(),
+        }
+    }
+
+    /// 401: no key, or a key nobody configured.
+    pub fn unauthorized(description: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", description)
+    }
+
+    /// 403: a known key without the route's role.
+    pub fn forbidden(description: String) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", description)
+    }
+
+    /// 413: body over the limit.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the request body is larger than {} bytes",
+                sygno_shared::domain::write::MAX_BODY_BYTES
+            ),
+        )
+    }
+
+    /// 415: a body that says it is not JSON.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON: send Content-Type: application/json",
+        )
+    }
+
+    /// 400: not JSON at all.
+    pub fn invalid_json(description: String) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_json", description)
+    }
+
+    /// 422: JSON of the wrong shape or with bad values.
+    pub fn invalid_body(description: String) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            description,
+        )
+    }
+
+    /// 404.
+    pub fn not_found(description: String) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", description)
+    }
+
+    /// 503: the store failed; the client may retry.
+    pub fn unavailable(description: &str) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", description)
+    }
+
+    /// 500: a bug. The cause is logged where it happened.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; it has been logged",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let data = serde_json::json!({ "error": self.code }).to_string();
+        envelope(self.status, &self.description, &data)
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Syntax(_) => ApiError::invalid_json(e.to_string()),
+            WriteError::Invalid(text) => ApiError::invalid_body(text),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error.cause_chain = ?e, "store request failed");
+        ApiError::unavailable("the store is unavailable; retry later")
+    }
+}

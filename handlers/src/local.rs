@@ -1,0 +1,79 @@
+//! `sygno serve`: the router, the embedded store and the aggregation
+//! worker in one process, and `sygno rebuild` against a stopped store.
+
+use crate::routes::{app, AppState};
+use std::future::Future;
+use std::sync::Arc;
+use sygno_aggregator::control;
+use sygno_aggregator::rebuild::{rebuild, Rebuilt};
+use sygno_aggregator::worker::{self, Clock, Worker};
+use sygno_shared::domain::auth::ApiKeys;
+use sygno_shared::store::embedded::EmbeddedStore;
+use sygno_shared::store::{AggregateStore, ChangeFeed, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Why the local server stopped with an error.
+#[derive(thiserror::Error)]
+pub enum ServeError {
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+    #[error("the HTTP server failed")]
+    Io(#[from] std::io::Error),
+}
+
+impl std::fmt::Debug for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        sygno_shared::store::error_chain_fmt(self, f)
+    }
+}
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp_millis())
+}
+
+/// Serves the API on `listener` until `shutdown` completes, with the
+/// aggregation worker running beside it. On shutdown, in-flight requests
+/// finish, then the worker finishes its step (its checkpoint committed),
+/// then the store's writer commits what is queued.
+pub async fn serve(
+    listener: TcpListener,
+    store: EmbeddedStore,
+    keys: ApiKeys,
+    clock: Clock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let feed: Arc<dyn ChangeFeed> = Arc::new(store.clone());
+    let aggregates: Arc<dyn AggregateStore> = Arc::new(store.clone());
+    let worker = Worker::start(feed, aggregates, clock()).await?;
+    let (rebuild, requests) = control::channel();
+    let (stop, stopped) = watch::channel(false);
+    let worker_task = tokio::spawn(worker::run(worker, Arc::clone(&clock), requests, stopped));
+
+    let state = AppState {
+        keys: Arc::new(keys),
+        log: Arc::new(store.clone()),
+        views: Arc::new(store),
+        rebuild: Some(rebuild),
+    };
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("HTTP server stopped; stopping the aggregator");
+    let _ = stop.send(true);
+    if let Err(e) = worker_task.await {
+        tracing::error!(error = %e, "aggregator task failed");
+    }
+    served.map_err(ServeError::Io)
+}
+
+/// Rebuilds every aggregate of the store from its log (no server may hold
+/// the store). `progress(events_read, target)` is called after each batch.
+pub async fn rebuild_store(
+    store: &EmbeddedStore,
+    clock: &Clock,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<Rebuilt, StoreError> {
+    rebuild(store, store, clock(), progress).await
+}

@@ -1,0 +1,219 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]`
+//! annotations and the schema types below. The schema types describe the
+//! wire format only; handlers validate with the domain's parsers.
+
+use crate::routes::{EXPOSE, PREFIXES, WRITE_RAW};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// A raw event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteRawRequest {
+    /// The event: any JSON object, nested at most 32 levels. Every numeric
+    /// leaf is a field (`{"a": {"b": 1}}` gives `a.b`). A climate
+    /// computer's table (`rows` starting with `["Variable", "Value"]`) gives
+    /// one field per row, and its `ts` and `name` are the event's.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// RFC 3339; at most 5 minutes in the future. Default: receipt time.
+    #[schema(format = DateTime)]
+    pub event_time: Option<String>,
+    /// 1 to 128 characters. Default `raw`.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteRawData {
+    pub event_id: String,
+    /// RFC 3339 UTC, millisecond precision.
+    #[schema(format = DateTime)]
+    pub event_time: String,
+    /// True when the Idempotency-Key was seen before: nothing was appended.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteRawResponse {
+    pub status: u16,
+    pub description: String,
+    pub data: WriteRawData,
+}
+
+/// The row to read. `24_average` is accepted as `24h_average`.
+#[derive(Debug, Serialize, ToSchema)]
+pub enum ExposeType {
+    #[serde(rename = "latest")]
+    Latest,
+    #[serde(rename = "24h_average")]
+    DayAverage,
+    #[serde(rename = "24_average")]
+    DayAverageLegacy,
+    #[serde(rename = "24h_devt")]
+    DayDevt,
+    #[serde(rename = "7d_average")]
+    WeekAverage,
+    #[serde(rename = "7d_devt")]
+    WeekDevt,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExposeRequest {
+    #[serde(rename = "type")]
+    pub kind: ExposeType,
+}
+
+/// The event with the greatest `event_time`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestData {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub event_id: String,
+    #[schema(format = DateTime)]
+    pub event_time: String,
+    pub name: String,
+    /// As the writer sent it.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// One field's statistic over the window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldStat {
+    /// Events in the window that have this field.
+    pub count: u64,
+    /// Mean (`_average`) or sample standard deviation (`_devt`); null for
+    /// a deviation of fewer than 2 values.
+    pub value: Option<f64>,
+}
+
+/// Statistics over `[window_start, window_end)`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WindowData {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[schema(format = DateTime)]
+    pub window_start: String,
+    /// Within 60 s of the request.
+    #[schema(format = DateTime)]
+    pub window_end: String,
+    /// Events in the window.
+    pub count: u64,
+    pub fields: BTreeMap<String, FieldStat>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ExposeData {
+    Latest(LatestData),
+    Window(WindowData),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExposeResponse {
+    pub status: u16,
+    pub description: String,
+    pub data: ExposeData,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorData {
+    /// Stable code: unauthorized, forbidden, payload_too_large,
+    /// unsupported_media_type, invalid_json, invalid_body, not_found,
+    /// method_not_allowed, rebuild_running, unavailable, internal.
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub status: u16,
+    /// What was wrong, naming the field.
+    pub description: String,
+    pub data: ErrorData,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthData {
+    pub store: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    pub status: u16,
+    pub description: String,
+    pub data: HealthData,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildStatusData {
+    /// idle, running, done or failed.
+    pub state: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Events read from the log so far.
+    pub processed: u64,
+    /// The log's head when the rebuild started.
+    pub target: u64,
+    pub checkpoint: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildResponse {
+    pub status: u16,
+    pub description: String,
+    pub data: RebuildStatusData,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Sygno",
+        description = "Ingests raw JSON events and serves live statistics over them. Every body, success or error, is {status, description, data}."
+    ),
+    paths(
+        crate::routes::write_raw::write_raw,
+        crate::routes::expose::expose,
+        crate::routes::health::health,
+        crate::routes::admin::start_rebuild,
+        crate::routes::admin::rebuild_status,
+    ),
+    modifiers(&Additions)
+)]
+struct ApiDoc;
+
+/// Adds the key scheme, and the original service's `/sygno/*` aliases.
+struct Additions;
+
+impl Modify for Additions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        );
+        let [canonical, legacy] = PREFIXES;
+        for route in [WRITE_RAW, EXPOSE] {
+            let Some(item) = openapi.paths.paths.get(&format!("{canonical}{route}")) else {
+                continue;
+            };
+            let mut alias = item.clone();
+            if let Some(op) = alias.post.as_mut() {
+                op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}_legacy"));
+                op.summary = Some(format!(
+                    "Alias of {canonical}{route} (the original service's path)"
+                ));
+            }
+            openapi
+                .paths
+                .paths
+                .insert(format!("{legacy}{route}"), alias);
+        }
+    }
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,100 @@
+//! The router: one function, [`app`], serves every entry point.
+//!
+//! Routes: `POST {/source,/sygno}/write_raw` (role write),
+//! `POST {/source,/sygno}/expose` (role read), `GET /health`,
+//! `POST|GET /admin/rebuild` (role admin), `GET /docs`, `GET /openapi.json`.
+//! Unknown routes (404), wrong methods (405) and panics (500) answer in the
+//! envelope too.
+
+pub mod admin;
+pub mod expose;
+pub mod health;
+pub mod write_raw;
+
+use crate::error::ApiError;
+use crate::openapi;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use sygno_aggregator::RebuildHandle;
+use sygno_shared::domain::auth::ApiKeys;
+use sygno_shared::store::{EventLog, ViewStore};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_swagger_ui::SwaggerUi;
+
+/// The prefixes the data routes are served under: the contract's and the
+/// original service's.
+pub const PREFIXES: [&str; 2] = ["/source", "/sygno"];
+pub const WRITE_RAW: &str = "/write_raw";
+pub const EXPOSE: &str = "/expose";
+pub const HEALTH: &str = "/health";
+pub const ADMIN_REBUILD: &str = "/admin/rebuild";
+pub const DOCS: &str = "/docs";
+pub const OPENAPI_JSON: &str = "/openapi.json";
+
+/// What the handlers need: keys, the log to append to, the rows to read,
+/// and (in a process that runs the worker) the rebuild control.
+#[derive(Clone)]
+pub struct AppState {
+    pub keys: Arc<ApiKeys>,
+    pub log: Arc<dyn EventLog>,
+    pub views: Arc<dyn ViewStore>,
+    /// `None` where no worker runs in-process (the read and write Lambdas).
+    pub rebuild: Option<RebuildHandle>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("rebuild", &self.rebuild.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The router, with every route, fallback and the panic guard.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for prefix in PREFIXES {
+        router = router
+            .route(&format!("{prefix}{WRITE_RAW}"), post(write_raw::write_raw))
+            .route(&format!("{prefix}{EXPOSE}"), post(expose::expose));
+    }
+    router
+        .route(HEALTH, get(health::health))
+        .route(
+            ADMIN_REBUILD,
+            post(admin::start_rebuild).get(admin::rebuild_status),
+        )
+        .merge(SwaggerUi::new(DOCS).url(OPENAPI_JSON, openapi::document()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(on_panic))
+        .with_state(state)
+}
+
+/// Now, in milliseconds since the epoch: the shell's clock.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
+}
+
+#[cfg(test)]
+mod tests;

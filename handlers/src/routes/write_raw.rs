@@ -1,0 +1,84 @@
+//! `POST /source/write_raw`: validate, append durably, answer.
+
+use crate::auth::authorize;
+use crate::body::read_json_body;
+use crate::error::{ok, ApiError};
+use crate::openapi::{ErrorResponse, WriteRawRequest, WriteRawResponse};
+use crate::routes::{now_ms, AppState};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+use sygno_shared::domain::auth::Role;
+use sygno_shared::domain::event::NewEvent;
+use sygno_shared::domain::time::format_rfc3339;
+use sygno_shared::domain::write::{parse_idempotency_key, parse_write};
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+#[derive(Serialize)]
+struct Written {
+    event_id: String,
+    event_time: String,
+    duplicate: bool,
+}
+
+/// Appends a raw event to the log.
+#[utoipa::path(
+    post,
+    path = "/source/write_raw",
+    tag = "events",
+    request_body = WriteRawRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1 to 128 visible ASCII characters. A repeat from the same API key returns the first event and appends nothing.")),
+    responses(
+        (status = 200, description = "Stored durably (or a duplicate of an earlier request)", body = WriteRawResponse),
+        (status = 400, description = "Body is not JSON", body = ErrorResponse),
+        (status = 401, description = "Missing or unknown key", body = ErrorResponse),
+        (status = 403, description = "Key lacks the write role", body = ErrorResponse),
+        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not JSON", body = ErrorResponse),
+        (status = 422, description = "Body or Idempotency-Key invalid", body = ErrorResponse),
+        (status = 503, description = "Store unavailable; nothing stored, retry", body = ErrorResponse),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn write_raw(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let writer = authorize(&state.keys, &headers, Role::Write)?;
+    let bytes = read_json_body(&headers, body).await?;
+    let now = now_ms();
+    let command = parse_write(&bytes, now)?;
+    let idempotency_key = headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .map(|v| parse_idempotency_key(v.as_bytes()))
+        .transpose()?;
+    let event = NewEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_time: command.event_time,
+        received_at: now,
+        name: command.name,
+        user_id: writer.as_str().to_owned(),
+        data: command.data.get().to_owned(),
+        idempotency_key,
+    };
+    let appended = state.log.append(event).await?;
+    let description = if appended.duplicate {
+        "duplicate: this Idempotency-Key was used before; nothing was appended"
+    } else {
+        "event stored"
+    };
+    Ok(ok(
+        StatusCode::OK,
+        description,
+        &Written {
+            event_id: appended.event_id,
+            event_time: format_rfc3339(appended.event_time),
+            duplicate: appended.duplicate,
+        },
+    ))
+}
