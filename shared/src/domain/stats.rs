@@ -63,4 +63,4 @@ impl Moments {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,1 +1,40 @@
+use super::*;
+use crate::domain::fields::Fields;
+use expect_test::expect;
 
+#[test]
+fn latest_row_carries_data_as_sent() {
+    let latest = Latest {
+        seq: 7,
+        event_time: 1_619_863_670_000,
+        event_id: "id-1".into(),
+        name: "_ws_source_meteo".into(),
+        data: r#"{"b": 1.50, "a": [1, {"c": null}]}"#.into(),
+    };
+    expect![[r#"{"type":"latest","event_id":"id-1","event_time":"2021-05-01T10:07:50.000Z","name":"_ws_source_meteo","data":{"b": 1.50, "a": [1, {"c": null}]}}"#]]
+        .assert_eq(&render_latest(&latest));
+}
+
+#[test]
+fn window_rows_report_mean_or_deviation() {
+    let mut summary = Summary::default();
+    let mut one = Fields::new();
+    one.insert("a.b".into(), 1.0);
+    one.insert("solo".into(), 5.0);
+    summary.record(&one);
+    let mut two = Fields::new();
+    two.insert("a.b".into(), 3.0);
+    summary.record(&two);
+    summary.record(&Fields::new());
+    let end = 1_619_863_680_000;
+    expect![[r#"{"type":"24h_average","window_start":"2021-04-30T10:08:00.000Z","window_end":"2021-05-01T10:08:00.000Z","count":3,"fields":{"a.b":{"count":2,"value":2.0},"solo":{"count":1,"value":5.0}}}"#]]
+        .assert_eq(&render_window(ExposeKind::DayAverage, end, &summary));
+    expect![[r#"{"type":"7d_devt","window_start":"2021-04-24T10:08:00.000Z","window_end":"2021-05-01T10:08:00.000Z","count":3,"fields":{"a.b":{"count":2,"value":1.4142135623730951},"solo":{"count":1,"value":null}}}"#]]
+        .assert_eq(&render_window(ExposeKind::WeekDevt, end, &summary));
+}
+
+#[test]
+fn an_empty_window_has_no_fields() {
+    expect![[r#"{"type":"24h_devt","window_start":"1969-12-31T00:01:00.000Z","window_end":"1970-01-01T00:01:00.000Z","count":0,"fields":{}}"#]]
+        .assert_eq(&render_window(ExposeKind::DayDevt, 60_000, &Summary::default()));
+}
