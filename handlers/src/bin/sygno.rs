@@ -129,11 +129,7 @@ async fn run_rebuild(args: StoreArgs) -> anyhow::Result<()> {
     let mut progress = |read: u64, target: u64| {
         if last_report.elapsed().as_millis() >= 500 || read >= target {
             last_report = Instant::now();
-            let percent = if target == 0 {
-                100
-            } else {
-                read * 100 / target
-            };
+            let percent = (read * 100).checked_div(target).unwrap_or(100);
             eprintln!("rebuild: {read}/{target} events ({percent}%)");
         }
     };

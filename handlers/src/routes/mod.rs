@@ -61,17 +61,23 @@ pub fn app(state: AppState) -> Router {
             .route(&format!("{prefix}{WRITE_RAW}"), post(write_raw::write_raw))
             .route(&format!("{prefix}{EXPOSE}"), post(expose::expose));
     }
-    router
+    let router = router
         .route(HEALTH, get(health::health))
         .route(
             ADMIN_REBUILD,
             post(admin::start_rebuild).get(admin::rebuild_status),
         )
-        .merge(SwaggerUi::new(DOCS).url(OPENAPI_JSON, openapi::document()))
+        .merge(SwaggerUi::new(DOCS).url(OPENAPI_JSON, openapi::document()));
+    guarded(router).with_state(state)
+}
+
+/// The fallbacks and panic guard, so that even unrouted requests and
+/// bugs answer in the envelope.
+fn guarded<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(on_panic))
-        .with_state(state)
 }
 
 /// Now, in milliseconds since the epoch: the shell's clock.

@@ -117,8 +117,10 @@ async fn a_second_process_cannot_open_the_store() {
 #[tokio::test]
 async fn aggregate_commits_are_checked_against_the_checkpoint() {
     let (dir, store) = store();
-    let mut summary = Summary::default();
-    summary.events = 2;
+    let mut summary = Summary {
+        events: 2,
+        ..Summary::default()
+    };
     summary.fields.insert(
         "x".into(),
         Moments {
