@@ -1,1 +1,232 @@
+use super::*;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use sygno_shared::domain::event::NewEvent;
+use sygno_shared::domain::time::{DAY_MS, MINUTE_MS};
+use sygno_shared::store::embedded::EmbeddedStore;
+use sygno_shared::store::{EventLog, StoreError, ViewStore};
 
+const T0: Millis = 1_764_000_000_000;
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: EmbeddedStore,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    Fixture { dir, store }
+}
+
+impl Fixture {
+    async fn worker(&self, now: Millis) -> Worker {
+        Worker::start(
+            Arc::new(self.store.clone()),
+            Arc::new(self.store.clone()),
+            now,
+        )
+        .await
+        .expect("worker")
+    }
+
+    async fn write(&self, t: Millis, x: f64) {
+        self.store
+            .append(NewEvent {
+                event_id: format!("id-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+                event_time: t,
+                received_at: t,
+                name: "raw".into(),
+                user_id: "u".into(),
+                data: format!(r#"{{"x": {x}}}"#),
+                idempotency_key: None,
+            })
+            .await
+            .expect("append");
+    }
+
+    async fn row(&self, kind: ExposeKind) -> serde_json::Value {
+        let doc = self
+            .store
+            .view(kind)
+            .await
+            .expect("view")
+            .expect("row exists");
+        serde_json::from_str(&doc).expect("json")
+    }
+
+    async fn rows(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for kind in ExposeKind::ALL {
+            if let Some(doc) = self.store.view(kind).await.expect("view") {
+                out.push(doc.to_string());
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn a_step_applies_a_batch_and_commits_its_checkpoint() {
+    let f = fixture();
+    for i in 0..10 {
+        f.write(T0 - i * MINUTE_MS, i as f64).await;
+    }
+    let mut worker = f.worker(T0).await;
+    assert_eq!(worker.step(T0).await.expect("step"), 10);
+    assert_eq!(worker.step(T0).await.expect("step"), 0, "caught up");
+    let row = f.row(ExposeKind::DayAverage).await;
+    assert_eq!(row["count"], 10);
+    assert_eq!(row["fields"]["x"]["value"], 4.5);
+    assert_eq!(f.store.load(0).await.expect("load").checkpoint, 10);
+}
+
+#[tokio::test]
+async fn restarting_applies_every_event_exactly_once() {
+    let f = fixture();
+    for i in 0..5 {
+        f.write(T0, i as f64).await;
+    }
+    let mut first = f.worker(T0).await;
+    first.step(T0).await.expect("step");
+    drop(first);
+    for i in 5..8 {
+        f.write(T0, i as f64).await;
+    }
+    // A new worker (a restart) resumes from the committed checkpoint.
+    let mut second = f.worker(T0).await;
+    assert_eq!(second.step(T0).await.expect("step"), 3);
+    assert_eq!(f.row(ExposeKind::DayAverage).await["count"], 8);
+}
+
+#[tokio::test]
+async fn a_worker_with_a_stale_checkpoint_cannot_double_apply() {
+    let f = fixture();
+    f.write(T0, 1.0).await;
+    let mut a = f.worker(T0).await;
+    let mut b = f.worker(T0).await;
+    a.step(T0).await.expect("step");
+    // `b` read checkpoint 0 before `a` committed: its commit must fail...
+    assert!(matches!(b.step(T0).await, Err(StoreError::Conflict(_))));
+    // ...and it recovers by reloading, applying nothing twice.
+    assert_eq!(b.step(T0).await.expect("step"), 0);
+    assert_eq!(f.row(ExposeKind::DayAverage).await["count"], 1);
+}
+
+#[tokio::test]
+async fn windows_roll_forward_without_events() {
+    let f = fixture();
+    f.write(T0, 1.0).await;
+    let mut worker = f.worker(T0).await;
+    worker.step(T0).await.expect("step");
+    assert_eq!(f.row(ExposeKind::DayAverage).await["count"], 1);
+    let later = T0 + DAY_MS + MINUTE_MS;
+    assert_eq!(worker.step(later).await.expect("step"), 0);
+    let row = f.row(ExposeKind::DayAverage).await;
+    assert_eq!(row["count"], 0, "the event left the 24 h window: {row}");
+    assert_eq!(
+        row["window_end"],
+        serde_json::json!(sygno_shared::domain::time::format_rfc3339(window_end(
+            later
+        )))
+    );
+    assert_eq!(f.row(ExposeKind::WeekAverage).await["count"], 1);
+}
+
+#[tokio::test]
+async fn late_events_before_the_horizon_are_stored_in_their_bucket() {
+    let f = fixture();
+    let old = T0 - 8 * DAY_MS;
+    f.write(old, 1.0).await;
+    let mut worker = f.worker(T0 - 8 * DAY_MS).await;
+    worker.step(old).await.expect("step");
+    // Time moves on: bucket `old` is evicted from memory; then a late event
+    // for the same bucket arrives and must be merged with the stored one.
+    worker.step(T0).await.expect("step");
+    f.write(old, 3.0).await;
+    worker.step(T0).await.expect("step");
+    let stored = f.store.load_buckets(&[bucket_of(old)]).await.expect("load");
+    assert_eq!(stored[0].1.events, 2);
+    assert_eq!(stored[0].1.fields["x"].mean, 2.0);
+}
+
+#[tokio::test]
+async fn rebuild_gives_the_rows_incremental_processing_gave() {
+    let f = fixture();
+    let clock_ms = Arc::new(AtomicI64::new(T0));
+    let mut worker = f.worker(T0).await;
+    // Events spread over 9 days, in small batches, with the clock moving.
+    for i in 0..300i64 {
+        let t = T0 - (i * 7_919 * 1_000) % (9 * DAY_MS);
+        f.write(t, (i % 13) as f64 * 1.5 + 0.1).await;
+        if i % 37 == 0 {
+            worker
+                .step(clock_ms.load(Ordering::SeqCst))
+                .await
+                .expect("step");
+        }
+    }
+    let clock: Clock = {
+        let c = Arc::clone(&clock_ms);
+        Arc::new(move || c.load(Ordering::SeqCst))
+    };
+    worker.catch_up(&clock).await.expect("catch up");
+    let incremental = f.rows().await;
+    assert_eq!(incremental.len(), 5);
+    let rebuilt = rebuild::rebuild(&f.store, &f.store, T0, &mut |_, _| {})
+        .await
+        .expect("rebuild");
+    assert_eq!(rebuilt.state.checkpoint, 300);
+    assert_eq!(f.rows().await, incremental, "bit-for-bit equal rows");
+    drop(worker);
+    // The same after a restart from the rebuilt store.
+    drop(f.store);
+    let store = EmbeddedStore::open(f.dir.path()).expect("reopen");
+    let mut after = Vec::new();
+    for kind in ExposeKind::ALL {
+        after.push(
+            store
+                .view(kind)
+                .await
+                .expect("view")
+                .expect("row")
+                .to_string(),
+        );
+    }
+    assert_eq!(after, incremental);
+}
+
+#[tokio::test]
+async fn run_catches_up_then_stops_with_its_checkpoint_committed() {
+    let f = fixture();
+    for i in 0..50 {
+        f.write(T0, i as f64).await;
+    }
+    let worker = f.worker(T0).await;
+    let (_handle, requests) = crate::control::channel();
+    let (stop, stopped) = watch::channel(false);
+    let clock: Clock = Arc::new(|| T0);
+    let task = tokio::spawn(run(worker, clock, requests, stopped));
+    // Poll until the rows show every event, then write more while it runs.
+    let wait_for = |n: u64| {
+        let store = f.store.clone();
+        async move {
+            for _ in 0..500 {
+                if let Some(doc) = store.view(ExposeKind::DayAverage).await.expect("view") {
+                    let row: serde_json::Value = serde_json::from_str(&doc).expect("json");
+                    if row["count"] == n {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("rows never reached {n} events");
+        }
+    };
+    wait_for(50).await;
+    f.write(T0, 1.0).await;
+    wait_for(51).await;
+    stop.send(true).expect("worker listening");
+    task.await.expect("run");
+    assert_eq!(f.store.load(0).await.expect("load").checkpoint, 51);
+}
