@@ -1,0 +1,210 @@
+//! The exact reference: what a window row must say, computed with rational
+//! arithmetic on the same f64 inputs.
+
+use crate::helpers::{parse_ms, Api};
+use num_bigint::BigInt;
+use num_rational::BigRational;
+use num_traits::{ToPrimitive, Zero};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// An acknowledged event: its time as the server stored it, and its fields.
+#[derive(Clone, Debug)]
+pub(crate) struct Sent {
+    pub(crate) event_time: i64,
+    pub(crate) fields: BTreeMap<String, f64>,
+}
+
+fn exact_stats(values: &[f64]) -> (f64, Option<f64>) {
+    let xs: Vec<BigRational> = values
+        .iter()
+        .map(|v| BigRational::from_float(*v).expect("finite"))
+        .collect();
+    let n = BigRational::from_integer(BigInt::from(xs.len()));
+    let mean = xs.iter().fold(BigRational::zero(), |a, x| a + x) / &n;
+    let ss = xs
+        .iter()
+        .fold(BigRational::zero(), |a, x| a + (x - &mean) * (x - &mean));
+    let std = (xs.len() >= 2).then(|| {
+        (ss / (n - BigRational::from_integer(BigInt::from(1))))
+            .to_f64()
+            .expect("f64")
+            .sqrt()
+    });
+    (mean.to_f64().expect("f64"), std)
+}
+
+/// Events in `[start, end)`.
+pub(crate) fn in_window(events: &[Sent], start: i64, end: i64) -> Vec<&Sent> {
+    events
+        .iter()
+        .filter(|e| e.event_time >= start && e.event_time < end)
+        .collect()
+}
+
+/// Asserts a window row against the exact statistics of `events`.
+#[track_caller]
+pub(crate) fn check_window(row: &Value, events: &[Sent], span_ms: i64, devt: bool) {
+    let start = parse_ms(&row["window_start"]);
+    let end = parse_ms(&row["window_end"]);
+    assert_eq!(end - start, span_ms, "window length: {row}");
+    let inside = in_window(events, start, end);
+    assert_eq!(
+        row["count"].as_u64(),
+        Some(inside.len() as u64),
+        "event count"
+    );
+    let mut by_field: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for e in &inside {
+        for (k, v) in &e.fields {
+            by_field.entry(k).or_default().push(*v);
+        }
+    }
+    let fields = row["fields"].as_object().expect("fields");
+    assert_eq!(
+        fields.len(),
+        by_field.len(),
+        "field set: {:?}",
+        fields.keys().collect::<Vec<_>>()
+    );
+    for (name, values) in by_field {
+        let got = &fields[name];
+        assert_eq!(
+            got["count"].as_u64(),
+            Some(values.len() as u64),
+            "{name} count"
+        );
+        let (mean, std) = exact_stats(&values);
+        let scale = mean.abs().max(std.unwrap_or(0.0));
+        let want = if devt { std } else { Some(mean) };
+        match (got["value"].as_f64(), want) {
+            (Some(g), Some(w)) => {
+                let tolerance = 1e-9 * if devt { w } else { scale };
+                assert!((g - w).abs() <= tolerance, "{name}: {g} vs exact {w}");
+            }
+            (None, None) => assert!(got["value"].is_null()),
+            other => panic!("{name}: value presence differs: {other:?}"),
+        }
+    }
+}
+
+/// Reads the four window rows and checks each against the exact reference.
+pub(crate) async fn check_all_windows(app: &Api, events: &[Sent]) {
+    for (kind, span, devt) in [
+        ("24h_average", 86_400_000, false),
+        ("24h_devt", 86_400_000, true),
+        ("7d_average", 604_800_000, false),
+        ("7d_devt", 604_800_000, true),
+    ] {
+        let (status, body) = app.expose(kind).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["type"], kind);
+        check_window(&body["data"], events, span, devt);
+    }
+}
+
+/// Waits until the 24 h and 7 d rows count exactly the events in them.
+pub(crate) async fn wait_until_aggregated(app: &Api, events: &[Sent]) {
+    crate::helpers::eventually(
+        std::time::Duration::from_secs(20),
+        "the rows to count every event",
+        || async {
+            for kind in ["24h_average", "7d_average"] {
+                let (_, body) = app.expose(kind).await;
+                let row = &body["data"];
+                let inside = in_window(
+                    events,
+                    parse_ms(&row["window_start"]),
+                    parse_ms(&row["window_end"]),
+                );
+                if row["count"].as_u64() != Some(inside.len() as u64) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await
+}
+
+/// A random event at `t`: nested numeric fields, each sometimes missing,
+/// beside strings, booleans, nulls and arrays that are not aggregated.
+pub(crate) fn random_body(rng: &mut impl rand::Rng, t: i64) -> (Value, BTreeMap<String, f64>) {
+    let mut fields = BTreeMap::new();
+    let present: [bool; 5] = std::array::from_fn(|_| rng.random_bool(0.8));
+    let values = [
+        20.0 + rng.random_range(-5.0..5.0),
+        rng.random_range(30.0..90.0),
+        400.0 + rng.random_range(-100.0..100.0),
+        // Mean 1e6, deviation about 60: near the contract's 1e4 ratio.
+        1e6 + rng.random_range(-100.0..100.0),
+        f64::from(rng.random_range(0u8..10)),
+    ];
+    let names = ["temp", "env.hum", "env.co2.ppm", "big", "count"];
+    let mut picked = [None; 5];
+    for i in 0..5 {
+        if present[i] {
+            fields.insert(names[i].to_owned(), values[i]);
+            picked[i] = Some(values[i]);
+        }
+    }
+    let [temp, hum, ppm, big, count] = picked;
+    let mut env = serde_json::Map::new();
+    if let Some(h) = hum {
+        env.insert("hum".into(), serde_json::json!(h));
+    }
+    if let Some(p) = ppm {
+        env.insert("co2".into(), serde_json::json!({ "ppm": p, "unit": "ppm" }));
+    }
+    let mut data = serde_json::Map::new();
+    data.insert("env".into(), Value::Object(env));
+    data.insert("label".into(), serde_json::json!("sensor-7"));
+    data.insert("ok".into(), serde_json::json!(true));
+    data.insert("none".into(), Value::Null);
+    data.insert("list".into(), serde_json::json!([1, 2, 3]));
+    for (name, value) in [("temp", temp), ("big", big)] {
+        if let Some(v) = value {
+            data.insert(name.into(), serde_json::json!(v));
+        }
+    }
+    if let Some(c) = count {
+        // An integer in JSON: still a number.
+        data.insert("count".into(), serde_json::json!(c as i64));
+    }
+    let body = serde_json::json!({ "data": data, "event_time": crate::helpers::rfc3339(t) });
+    (body, fields)
+}
+
+/// Posts every body with `concurrency` requests in flight; returns what was
+/// acknowledged, with the event time the server reported.
+pub(crate) async fn write_all(
+    api: &Api,
+    bodies: Vec<(Value, BTreeMap<String, f64>)>,
+    concurrency: usize,
+) -> Vec<Sent> {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(bodies));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let api = api.clone();
+        let queue = std::sync::Arc::clone(&queue);
+        tasks.spawn(async move {
+            let mut sent = Vec::new();
+            loop {
+                let next = queue.lock().expect("queue").pop();
+                let Some((body, fields)) = next else { break };
+                let (status, answer) = api.write_raw(&body, None).await;
+                assert_eq!(status, 200, "{answer}");
+                sent.push(Sent {
+                    event_time: parse_ms(&answer["data"]["event_time"]),
+                    fields,
+                });
+            }
+            sent
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.expect("writer task"));
+    }
+    all
+}

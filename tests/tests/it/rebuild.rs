@@ -1,0 +1,101 @@
+//! Rebuild: online while writes go on, and offline with `sygno rebuild`;
+//! both end in the rows incremental processing gives.
+
+use crate::exact::{check_all_windows, random_body, wait_until_aggregated, write_all};
+use crate::helpers::{eventually, now_ms, spawn_app, sygno_bin, Keys};
+use rand::Rng;
+use std::time::Duration;
+
+const DAY: i64 = 86_400_000;
+const KINDS: [&str; 5] = ["latest", "24h_average", "24h_devt", "7d_average", "7d_devt"];
+
+fn bodies(n: usize) -> Vec<(serde_json::Value, std::collections::BTreeMap<String, f64>)> {
+    let mut rng = rand::rng();
+    let now = now_ms();
+    (0..n)
+        .map(|_| {
+            let t = now - rng.random_range(0..9 * DAY);
+            random_body(&mut rng, t)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rebuilds_online_and_offline_equal_incremental_processing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keys::random();
+    let app = spawn_app(dir.path(), &keys).await;
+    let mut sent = write_all(&app, bodies(600), 8).await;
+    wait_until_aggregated(&app, &sent).await;
+
+    // Online, while another 300 writes go on.
+    let api = app.api.clone();
+    let writer = tokio::spawn(async move { write_all(&api, bodies(300), 4).await });
+    let (status, body) = app.admin(reqwest::Method::POST).await;
+    assert_eq!(status, 202, "{body}");
+    let done = eventually(Duration::from_secs(30), "the rebuild to finish", || async {
+        let (_, body) = app.admin(reqwest::Method::GET).await;
+        (body["data"]["state"] != "running").then_some(body)
+    })
+    .await;
+    assert_eq!(done["data"]["state"], "done", "{done}");
+    assert!(
+        done["data"]["processed"].as_u64().unwrap_or_default() >= 600,
+        "{done}"
+    );
+    sent.extend(writer.await.expect("writer"));
+    wait_until_aggregated(&app, &sent).await;
+    check_all_windows(&app, &sent).await;
+
+    // Offline: stop, rebuild, restart; compare rows within one minute.
+    eventually(Duration::from_secs(61), "a fresh minute", || async {
+        (now_ms() % 60_000 < 40_000).then_some(())
+    })
+    .await;
+    let mut before = Vec::new();
+    for kind in KINDS {
+        before.push(app.expose_text(kind).await);
+    }
+    app.terminate().await;
+    let output = tokio::process::Command::new(sygno_bin())
+        .args(["rebuild", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("sygno rebuild");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "rebuild failed: {stderr}");
+    assert!(
+        stderr.contains("rebuild: 900/900 events (100%)"),
+        "progress: {stderr}"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("rebuilt"));
+
+    let app = spawn_app(dir.path(), &keys).await;
+    let mut after = Vec::new();
+    for kind in KINDS {
+        after.push(app.expose_text(kind).await);
+    }
+    if now_ms() / 60_000 == before_minute(&before) {
+        assert_eq!(after, before, "offline rebuild changed the rows");
+    } else {
+        check_all_windows(&app, &sent).await;
+    }
+
+    // A running server holds the store: an offline rebuild is refused.
+    let refused = tokio::process::Command::new(sygno_bin())
+        .args(["rebuild", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("sygno rebuild");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("in use"));
+    app.terminate().await;
+}
+
+/// The minute before whose end the `before` rows' windows end.
+fn before_minute(rows: &[String]) -> i64 {
+    let row: serde_json::Value = serde_json::from_str(&rows[1]).expect("json");
+    crate::helpers::parse_ms(&row["data"]["window_end"]) / 60_000 - 1
+}
