@@ -33,6 +33,9 @@ pub struct Worker {
     store: Arc<dyn AggregateStore>,
     /// Where the committed window rows end; `None` before the first commit.
     published_end: Option<Millis>,
+    /// The latest time seen: windows never move back, even if the clock
+    /// does, since buckets before the horizon are no longer in memory.
+    latest_now: Millis,
     /// Set after a failed commit: memory is ahead of storage until reloaded.
     needs_reload: bool,
 }
@@ -59,6 +62,7 @@ impl Worker {
             feed,
             store,
             published_end: None,
+            latest_now: now,
             needs_reload: false,
         })
     }
@@ -72,6 +76,8 @@ impl Worker {
     /// checkpoint; also commits when only the clock moved the windows.
     /// Returns the number of events read (0: caught up).
     pub async fn step(&mut self, now: Millis) -> Result<usize> {
+        let now = now.max(self.latest_now);
+        self.latest_now = now;
         if self.needs_reload {
             self.state = load_state(self.store.as_ref(), now).await?;
             self.published_end = None;
@@ -128,6 +134,7 @@ impl Worker {
     fn adopt(&mut self, rebuilt: Rebuilt) {
         self.state = rebuilt.state;
         self.published_end = Some(rebuilt.window_end);
+        self.latest_now = self.latest_now.max(rebuilt.window_end - 1);
         self.needs_reload = false;
     }
 }

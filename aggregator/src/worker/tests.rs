@@ -230,3 +230,17 @@ async fn run_catches_up_then_stops_with_its_checkpoint_committed() {
     task.await.expect("run");
     assert_eq!(f.store.load(0).await.expect("load").checkpoint, 51);
 }
+
+#[tokio::test]
+async fn a_clock_stepping_back_never_moves_the_windows_back() {
+    let f = fixture();
+    f.write(T0 - 7 * DAY_MS + MINUTE_MS, 1.0).await;
+    let mut worker = f.worker(T0).await;
+    worker.step(T0).await.expect("step");
+    let later = T0 + 2 * MINUTE_MS;
+    worker.step(later).await.expect("step");
+    let row = f.row(ExposeKind::WeekAverage).await;
+    // The clock jumps back 10 minutes: rows keep their newest window end.
+    worker.step(later - 10 * MINUTE_MS).await.expect("step");
+    assert_eq!(f.row(ExposeKind::WeekAverage).await, row);
+}

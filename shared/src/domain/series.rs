@@ -119,7 +119,8 @@ impl Series {
     }
 
     /// Drops buckets before `bucket` from memory (they stay in storage).
-    /// Dirty buckets are kept until written.
+    /// Dirty buckets are kept until written. Ranges starting before
+    /// `bucket` must not be summarized afterwards (windows only move forward).
     pub fn evict_before(&mut self, bucket: i64) {
         let keep = self.buckets.split_off(&bucket);
         let old = std::mem::replace(&mut self.buckets, keep);
@@ -130,8 +131,9 @@ impl Series {
                 self.stale_blocks.insert(block_of(b));
             }
         }
-        let keep_blocks = self.blocks.split_off(&block_of(bucket));
-        self.blocks = keep_blocks;
+        let first_block = block_of(bucket);
+        self.blocks = self.blocks.split_off(&first_block);
+        self.stale_blocks = self.stale_blocks.split_off(&first_block);
     }
 
     /// The summary of buckets `[start, end)`, folded in canonical order.
