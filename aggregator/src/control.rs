@@ -6,7 +6,7 @@ use sygno_shared::domain::time::{format_rfc3339, Millis};
 use tokio::sync::{mpsc, watch};
 
 /// Where a rebuild stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RebuildState {
     /// None was asked for since the server started.
@@ -17,7 +17,7 @@ pub enum RebuildState {
 }
 
 /// The last rebuild's progress, as `GET /admin/rebuild` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RebuildStatus {
     pub state: RebuildState,
     pub started_at: Option<String>,

@@ -146,24 +146,10 @@ pub struct HealthResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RebuildStatusData {
-    /// idle, running, done or failed.
-    pub state: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    /// Events read from the log so far.
-    pub processed: u64,
-    /// The log's head when the rebuild started.
-    pub target: u64,
-    pub checkpoint: u64,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
 pub struct RebuildResponse {
     pub status: u16,
     pub description: String,
-    pub data: RebuildStatusData,
+    pub data: sygno_aggregator::RebuildStatus,
 }
 
 #[derive(OpenApi)]

@@ -52,17 +52,9 @@ async fn rebuilds_online_and_offline_equal_incremental_processing() {
         (now_ms() % 60_000 < 40_000).then_some(())
     })
     .await;
-    let mut before = Vec::new();
-    for kind in KINDS {
-        before.push(app.expose_text(kind).await);
-    }
+    let before = rows(&app).await;
     app.terminate().await;
-    let output = tokio::process::Command::new(sygno_bin())
-        .args(["rebuild", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .await
-        .expect("sygno rebuild");
+    let output = offline_rebuild(dir.path()).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "rebuild failed: {stderr}");
     assert!(
@@ -72,10 +64,7 @@ async fn rebuilds_online_and_offline_equal_incremental_processing() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("rebuilt"));
 
     let app = spawn_app(dir.path(), &keys).await;
-    let mut after = Vec::new();
-    for kind in KINDS {
-        after.push(app.expose_text(kind).await);
-    }
+    let after = rows(&app).await;
     if now_ms() / 60_000 == before_minute(&before) {
         assert_eq!(after, before, "offline rebuild changed the rows");
     } else {
@@ -83,12 +72,7 @@ async fn rebuilds_online_and_offline_equal_incremental_processing() {
     }
 
     // A running server holds the store: an offline rebuild is refused.
-    let refused = tokio::process::Command::new(sygno_bin())
-        .args(["rebuild", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .await
-        .expect("sygno rebuild");
+    let refused = offline_rebuild(dir.path()).await;
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("in use"));
     app.terminate().await;
@@ -98,4 +82,22 @@ async fn rebuilds_online_and_offline_equal_incremental_processing() {
 fn before_minute(rows: &[String]) -> i64 {
     let row: serde_json::Value = serde_json::from_str(&rows[1]).expect("json");
     crate::helpers::parse_ms(&row["data"]["window_end"]) / 60_000 - 1
+}
+
+/// Every row, as the server sends it.
+async fn rows(app: &crate::helpers::Api) -> Vec<String> {
+    let mut out = Vec::new();
+    for kind in KINDS {
+        out.push(app.expose_text(kind).await);
+    }
+    out
+}
+
+async fn offline_rebuild(dir: &std::path::Path) -> std::process::Output {
+    tokio::process::Command::new(sygno_bin())
+        .args(["rebuild", "--data-dir"])
+        .arg(dir)
+        .output()
+        .await
+        .expect("sygno rebuild")
 }
