@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use sygno_handlers::local::{rebuild_store, serve, system_clock};
 use sygno_shared::domain::auth::{ApiKeys, Role};
+use sygno_shared::store::dynamo::{DynamoStore, TTL_ATTRIBUTE};
 use sygno_shared::store::embedded::EmbeddedStore;
 use sygno_shared::store::StoreError;
 use sygno_shared::telemetry;
@@ -36,6 +37,22 @@ enum Command {
     /// Rebuild every aggregate from the event log (server stopped; for a
     /// running server use POST /admin/rebuild).
     Rebuild(StoreArgs),
+    /// Manage the DynamoDB table (region, credentials and endpoint from the
+    /// standard AWS configuration, e.g. AWS_ENDPOINT_URL_DYNAMODB).
+    Table {
+        #[command(subcommand)]
+        action: TableAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TableAction {
+    /// Create the table with its stream (NEW_IMAGE) and TTL; does nothing
+    /// to a table that exists.
+    Create {
+        #[arg(long, env = "SYGNO_TABLE")]
+        table: String,
+    },
 }
 
 #[derive(Args)]
@@ -64,6 +81,20 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => run_serve(args).await,
         Command::Rebuild(args) => run_rebuild(args).await,
+        Command::Table {
+            action: TableAction::Create { table },
+        } => {
+            DynamoStore::from_env(&table)
+                .await
+                .create_table()
+                .await
+                .with_context(|| format!("creating table {table}"))?;
+            writeln!(
+                std::io::stdout(),
+                "table {table} is ready: keys pk/sk, stream NEW_IMAGE, TTL on {TTL_ATTRIBUTE}"
+            )?;
+            Ok(())
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! holds the persisted form of summaries, shared by adapters.
 
 pub mod codec;
+pub mod dynamo;
 pub mod embedded;
 
 use crate::domain::aggregates::Latest;

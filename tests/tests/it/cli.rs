@@ -140,3 +140,38 @@ async fn dev_mode_prints_working_random_keys_and_env_configures() {
     );
     child.kill().await.expect("kill");
 }
+
+#[tokio::test]
+async fn table_create_is_idempotent() {
+    let Ok(endpoint) = std::env::var("SYGNO_TEST_DYNAMODB_ENDPOINT") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "SYGNO_TEST_DYNAMODB_ENDPOINT is not set: run scripts/test"
+        );
+        return;
+    };
+    let table = format!("sygno-cli-{}", std::process::id());
+    // Credentials made up for this run: the test server accepts any.
+    let secret = format!("test-secret-{}", std::process::id());
+    let env = [
+        ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "sygno-test"),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+    ];
+    for attempt in 0..2 {
+        let out = run(&["table", "create", "--table", &table], &env).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "attempt {attempt}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("table {table} is ready")),
+            "{stdout}"
+        );
+    }
+    let help = run(&["table", "create", "--help"], &[]).await;
+    assert!(String::from_utf8_lossy(&help.stdout).contains("SYGNO_TABLE"));
+}

@@ -1,0 +1,328 @@
+//! The DynamoDB store: the event log and the rendered rows in one table.
+//!
+//! # Table
+//! Keys `pk` (hash, S) and `sk` (range, S); on-demand billing; a stream of
+//! NEW_IMAGE records feeds the aggregator; TTL on `expires_at`.
+//!
+//! | item | `pk` | `sk` | other attributes |
+//! |---|---|---|---|
+//! | event, no idempotency key | `ev#<event_id>` | `event` | `kind`, `event_id`, `event_time` (N, ms), `received_at` (N, ms), `name`, `user_id`, `data` (S, raw JSON) |
+//! | event with an idempotency key | `ev#<user_id>#<sha256(key)>` | `event` | the same |
+//! | rendered row | `row#<kind>` | `row` | `doc` (S, the `expose` data document) |
+//!
+//! An append is one conditional `PutItem` (`attribute_not_exists(pk)`): it
+//! never overwrites. With an `Idempotency-Key` the event's own key is
+//! derived from the writer and the key, so a repeat fails the condition and
+//! reads the first event back: idempotency costs no second write and no
+//! separate record, and lasts as long as the log (no TTL needed for it).
+//! Event keys are random (UUIDv7 or a hash), so writes spread over all
+//! partitions: one source is not capped at one partition's 1,000 writes/s.
+//! An event item holds at most 64 KiB of `data` plus under 1 KiB of other
+//! attributes, far below DynamoDB's 400 KB item limit.
+
+use crate::domain::event::{Appended, NewEvent};
+use crate::domain::expose::ExposeKind;
+use crate::store::{EventLog, Result, StoreError, ViewStore};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+};
+use aws_sdk_dynamodb::Client;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+const EVENT_SK: &str = "event";
+const ROW_SK: &str = "row";
+/// TTL attribute (epoch seconds) for items that expire.
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+type Item = HashMap<String, AttributeValue>;
+
+/// A Sygno table. Cheap to clone; build one per process (cold start).
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: Arc<str>,
+}
+
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
+    StoreError::unavailable(e)
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| StoreError::Corrupt(format!("item lacks string attribute {name}")))
+}
+
+fn get_n(item: &Item, name: &str) -> Result<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("item lacks integer attribute {name}")))
+}
+
+/// The partition key of an event.
+fn event_pk(event: &NewEvent) -> String {
+    match &event.idempotency_key {
+        Some(key) => format!(
+            "ev#{}#{}",
+            event.user_id,
+            hex::encode(Sha256::digest(key.as_bytes()))
+        ),
+        None => format!("ev#{}", event.event_id),
+    }
+}
+
+fn row_pk(kind: ExposeKind) -> String {
+    format!("row#{}", kind.as_str())
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: &str) -> Self {
+        DynamoStore {
+            client,
+            table: Arc::from(table),
+        }
+    }
+
+    /// A store on `table` with the standard AWS configuration chain
+    /// (region, credentials, and `AWS_ENDPOINT_URL_DYNAMODB` /
+    /// `AWS_ENDPOINT_URL` for a local DynamoDB server).
+    pub async fn from_env(table: &str) -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        DynamoStore::new(Client::new(&config), table)
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the table with its stream and TTL, and waits until it is
+    /// active. Idempotent: an existing table is left as it is, and its TTL
+    /// is switched on if it was off.
+    pub async fn create_table(&self) -> Result<()> {
+        let key = |name: &str, key_type: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(key_type)
+                .build()
+                .map_err(unavailable)
+        };
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(unavailable)
+        };
+        let stream = StreamSpecification::builder()
+            .stream_enabled(true)
+            .stream_view_type(StreamViewType::NewImage)
+            .build()
+            .map_err(unavailable)?;
+        let created = self
+            .client
+            .create_table()
+            .table_name(&*self.table)
+            .key_schema(key(PK, KeyType::Hash)?)
+            .key_schema(key(SK, KeyType::Range)?)
+            .attribute_definitions(attribute(PK)?)
+            .attribute_definitions(attribute(SK)?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .stream_specification(stream)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), CreateTableError::ResourceInUseException(_)) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        self.wait_until_active().await?;
+        let ttl = self
+            .client
+            .describe_time_to_live()
+            .table_name(&*self.table)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = ttl
+            .time_to_live_description()
+            .and_then(|d| d.time_to_live_status());
+        if !matches!(
+            status,
+            Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+        ) {
+            let spec = TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(TTL_ATTRIBUTE)
+                .build()
+                .map_err(unavailable)?;
+            self.client
+                .update_time_to_live()
+                .table_name(&*self.table)
+                .time_to_live_specification(spec)
+                .send()
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn wait_until_active(&self) -> Result<()> {
+        for _ in 0..120 {
+            let described = self
+                .client
+                .describe_table()
+                .table_name(&*self.table)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(StoreError::Unavailable(
+            format!("table {} did not become active within a minute", self.table).into(),
+        ))
+    }
+
+    /// Writes a rendered row (the aggregator's job).
+    pub async fn put_view(&self, kind: ExposeKind, doc: &str) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&*self.table)
+            .item(PK, s(row_pk(kind)))
+            .item(SK, s(ROW_SK))
+            .item("kind", s("row"))
+            .item("doc", s(doc))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn first_event(&self, pk: String, found: Option<Item>) -> Result<Appended> {
+        let item = match found {
+            Some(item) if item.contains_key("event_id") => item,
+            _ => self
+                .client
+                .get_item()
+                .table_name(&*self.table)
+                .key(PK, s(pk))
+                .key(SK, s(EVENT_SK))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?
+                .item
+                .ok_or_else(|| {
+                    StoreError::Conflict("the first event of this key vanished".into())
+                })?,
+        };
+        Ok(Appended {
+            event_id: get_s(&item, "event_id")?.to_owned(),
+            event_time: get_n(&item, "event_time")?,
+            duplicate: true,
+        })
+    }
+}
+
+#[async_trait]
+impl EventLog for DynamoStore {
+    async fn append(&self, event: NewEvent) -> Result<Appended> {
+        let pk = event_pk(&event);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .item(PK, s(pk.clone()))
+            .item(SK, s(EVENT_SK))
+            .item("kind", s("event"))
+            .item("event_id", s(event.event_id.clone()))
+            .item("event_time", n(event.event_time))
+            .item("received_at", n(event.received_at))
+            .item("name", s(event.name))
+            .item("user_id", s(event.user_id))
+            .item("data", s(event.data))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Appended {
+                event_id: event.event_id,
+                event_time: event.event_time,
+                duplicate: false,
+            }),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                PutItemError::ConditionalCheckFailedException(failed)
+                    if event.idempotency_key.is_some() =>
+                {
+                    self.first_event(pk, failed.item).await
+                }
+                PutItemError::ConditionalCheckFailedException(_) => Err(StoreError::Conflict(
+                    "an event with this id already exists".into(),
+                )),
+                other => Err(unavailable(other)),
+            },
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.client
+            .describe_table()
+            .table_name(&*self.table)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ViewStore for DynamoStore {
+    async fn view(&self, kind: ExposeKind) -> Result<Option<Arc<str>>> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&*self.table)
+            .key(PK, s(row_pk(kind)))
+            .key(SK, s(ROW_SK))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        match got.item {
+            Some(item) => Ok(Some(Arc::from(get_s(&item, "doc")?))),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
