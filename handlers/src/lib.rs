@@ -7,12 +7,14 @@
 //! - [`auth`]: the `x-api-key` check (401 / 403).
 //! - [`body`]: reading a request body under the size limit (413, 415).
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
+//! - [`lambda`]: the same router behind API Gateway (stage prefixes).
 //! - [`local`]: `sygno serve`: the router, the embedded store and the
 //!   aggregation worker in one process.
 
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod lambda;
 pub mod local;
 pub mod openapi;
 pub mod routes;

@@ -1,0 +1,149 @@
+//! The Lambda HTTP entry: API Gateway REST (v1) and HTTP API (v2) payloads,
+//! with and without a stage prefix, through the same router. The store is a
+//! temporary embedded one: what is under test is the payload handling.
+
+use super::*;
+use axum::http::StatusCode;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use sygno_aggregator::worker::Worker;
+use sygno_shared::store::embedded::EmbeddedStore;
+use sygno_shared::store::{AggregateStore, ChangeFeed};
+
+const V2_WRITE: &str = include_str!("fixtures/apigw_v2_write_raw.json");
+const V2_EXPOSE_DEFAULT_STAGE: &str =
+    include_str!("fixtures/apigw_v2_expose_default_stage_base64.json");
+const V1_EXPOSE: &str = include_str!("fixtures/apigw_v1_expose.json");
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: EmbeddedStore,
+    service: LambdaService,
+    write_key: String,
+    read_key: String,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let (write_key, read_key) = (
+        format!("w-{}", std::process::id()),
+        format!("r-{}", std::process::id()),
+    );
+    let keys = ApiKeys::parse(&format!("write={write_key},read={read_key}")).expect("keys");
+    let service = service(AppState {
+        keys: Arc::new(keys),
+        log: Arc::new(store.clone()),
+        views: Arc::new(store.clone()),
+        rebuild: None,
+    });
+    Harness {
+        _dir: dir,
+        store,
+        service,
+        write_key,
+        read_key,
+    }
+}
+
+async fn invoke(h: &Harness, fixture: &str, key: &str) -> (StatusCode, Value) {
+    let event = fixture.replace("{{KEY}}", key);
+    let request = lambda_http::request::from_str(&event).expect("a valid API Gateway payload");
+    let response = h
+        .service
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("JSON body"))
+}
+
+async fn aggregate(h: &Harness) {
+    let feed: Arc<dyn ChangeFeed> = Arc::new(h.store.clone());
+    let aggregates: Arc<dyn AggregateStore> = Arc::new(h.store.clone());
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut worker = Worker::start(feed, aggregates, now).await.expect("worker");
+    worker.step(now).await.expect("step");
+}
+
+#[tokio::test]
+async fn v2_with_a_stage_prefix_writes_and_v1_with_a_stage_reads() {
+    let h = harness();
+    let (status, body) = invoke(&h, V2_WRITE, &h.write_key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], 200);
+    assert_eq!(body["data"]["duplicate"], false);
+    // The fixture carries an Idempotency-Key: a redelivery appends nothing.
+    let (_, again) = invoke(&h, V2_WRITE, &h.write_key).await;
+    assert_eq!(again["data"]["duplicate"], true);
+    assert_eq!(again["data"]["event_id"], body["data"]["event_id"]);
+    assert_eq!(h.store.head().await.expect("head"), 1);
+
+    aggregate(&h).await;
+    let (status, latest) = invoke(&h, V1_EXPOSE, &h.read_key).await;
+    assert_eq!(status, StatusCode::OK, "{latest}");
+    assert_eq!(latest["data"]["event_id"], body["data"]["event_id"]);
+    assert_eq!(latest["data"]["name"], "_ws_source_meteo");
+}
+
+#[tokio::test]
+async fn v2_default_stage_with_a_base64_body_reaches_the_legacy_route() {
+    let h = harness();
+    invoke(&h, V2_WRITE, &h.write_key).await;
+    aggregate(&h).await;
+    let (status, body) = invoke(&h, V2_EXPOSE_DEFAULT_STAGE, &h.read_key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["type"], "24h_average");
+    assert_eq!(
+        body["data"]["fields"]["external_temperature_c"],
+        json!({"count": 1, "value": 9.1387})
+    );
+}
+
+#[tokio::test]
+async fn lambda_requests_get_the_contract_errors() {
+    let h = harness();
+    let (status, body) = invoke(&h, V2_WRITE, "not-a-key").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["data"]["error"], "unauthorized");
+    let (status, body) = invoke(&h, V1_EXPOSE, &h.write_key).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["data"]["error"], "forbidden");
+    let (status, body) = invoke(&h, V1_EXPOSE, &h.read_key).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "routed: no event yet, not an unknown route"
+    );
+    assert_eq!(body["description"], "no event has been written yet");
+    let unknown = V1_EXPOSE.replace("/source/expose", "/source/nothing");
+    let (status, body) = invoke(&h, &unknown, &h.read_key).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["description"], "no route for POST /source/nothing");
+}
+
+#[test]
+fn only_the_named_stage_is_stripped() {
+    let with = |path: &str, stage: Option<&str>| {
+        let mut event: Value = serde_json::from_str(V2_WRITE).expect("json");
+        event["rawPath"] = json!(path);
+        event["requestContext"]["http"]["path"] = json!(path);
+        event["requestContext"]["stage"] = stage.map_or(Value::Null, |s| json!(s));
+        let request = lambda_http::request::from_str(&event.to_string()).expect("payload");
+        strip_stage(request).uri().path().to_owned()
+    };
+    assert_eq!(with("/prod/source/expose", Some("prod")), "/source/expose");
+    assert_eq!(
+        with("/production/source/expose", Some("prod")),
+        "/production/source/expose",
+        "a path merely starting with the stage's letters keeps them (lambda_http adds /prod; only that goes)"
+    );
+    assert_eq!(with("/source/expose", Some("$default")), "/source/expose");
+}
