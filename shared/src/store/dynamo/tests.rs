@@ -3,13 +3,57 @@
 //! missing server fails the test; elsewhere the test says it was skipped.
 
 use super::*;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{
+    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
+};
+use aws_sdk_dynamodb::error::BoxError;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 static TABLES: AtomicU64 = AtomicU64::new(0);
 
+/// Records the operation of every request sent (retries included).
+#[derive(Debug, Clone, Default)]
+struct RequestLog(Arc<Mutex<Vec<String>>>);
+
+impl RequestLog {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Intercept for RequestLog {
+    fn name(&self) -> &'static str {
+        "RequestLog"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("?");
+        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(operation);
+        Ok(())
+    }
+}
+
 /// A client for the test server, with credentials made up for the run.
 pub(crate) fn test_client() -> Option<Client> {
+    test_client_logged(&RequestLog::default())
+}
+
+fn test_client_logged(log: &RequestLog) -> Option<Client> {
     let Ok(endpoint) = std::env::var("SYGNO_TEST_DYNAMODB_ENDPOINT") else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -30,6 +74,7 @@ pub(crate) fn test_client() -> Option<Client> {
             None,
             "sygno-tests",
         ))
+        .interceptor(log.clone())
         .build();
     Some(Client::from_conf(config))
 }
@@ -207,4 +252,40 @@ async fn ping_fails_for_a_missing_table() {
         missing.ping().await,
         Err(StoreError::Unavailable(_))
     ));
+}
+
+/// The request budget of the write and read paths, measured on the wire.
+#[tokio::test]
+async fn one_request_per_append_and_per_read() {
+    let log = RequestLog::default();
+    let Some(client) = test_client_logged(&log) else {
+        return;
+    };
+    let store = DynamoStore::new(client, &format!("sygno-count-{}", std::process::id()));
+    store.create_table().await.expect("create");
+    log.take();
+    for i in 0..20 {
+        store
+            .append(new_event(&format!("e{i}"), "u", None))
+            .await
+            .expect("append");
+    }
+    assert_eq!(log.take(), vec!["PutItem"; 20], "one write per event");
+    store
+        .append(new_event("k1", "u", Some("key")))
+        .await
+        .expect("append");
+    assert_eq!(log.take(), ["PutItem"], "one write per keyed event");
+    let duplicate = store
+        .append(new_event("k2", "u", Some("key")))
+        .await
+        .expect("append");
+    assert!(duplicate.duplicate);
+    let repeat = log.take();
+    assert!(
+        repeat == ["PutItem"] || repeat == ["PutItem", "GetItem"],
+        "a repeat is one failed conditional write (plus a read where the server does not return the item): {repeat:?}"
+    );
+    store.view(ExposeKind::DayDevt).await.expect("view");
+    assert_eq!(log.take(), ["GetItem"], "one read per expose");
 }
