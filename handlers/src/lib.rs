@@ -20,3 +20,6 @@ pub mod openapi;
 pub mod routes;
 
 pub use routes::{app, AppState};
+
+#[cfg(test)]
+mod test_support;

@@ -168,9 +168,9 @@ async fn run_rebuild(args: StoreArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "rebuilt {} buckets from the log up to event {} in {:.1} s",
-        rebuilt.buckets,
+        "rebuilt the aggregates from the log up to event {} ({} one-minute buckets) in {:.1} s",
         rebuilt.state.checkpoint,
+        rebuilt.buckets,
         started.elapsed().as_secs_f64()
     )?;
     Ok(())

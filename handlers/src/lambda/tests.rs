@@ -4,7 +4,6 @@
 
 use super::*;
 use axum::http::StatusCode;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sygno_aggregator::worker::Worker;
 use sygno_shared::store::embedded::EmbeddedStore;
@@ -55,14 +54,7 @@ async fn invoke(h: &Harness, fixture: &str, key: &str) -> (StatusCode, Value) {
         .oneshot(request)
         .await
         .expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, serde_json::from_slice(&bytes).expect("JSON body"))
+    crate::test_support::json_response(response).await
 }
 
 async fn aggregate(h: &Harness) {

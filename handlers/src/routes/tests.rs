@@ -2,7 +2,6 @@ use super::*;
 use crate::routes::write_raw::IDEMPOTENCY_KEY_HEADER;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sygno_aggregator::control;
 use sygno_aggregator::worker::Worker;
@@ -74,20 +73,7 @@ async fn send(app: &Router, call: Call<'_>) -> (StatusCode, Value) {
         .oneshot(request.body(Body::from(call.body)).expect("request"))
         .await
         .expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        panic!(
-            "{status}: body is not JSON ({e}): {}",
-            String::from_utf8_lossy(&bytes)
-        )
-    });
-    (status, body)
+    crate::test_support::json_response(response).await
 }
 
 /// Every body is the envelope, its status equal to the HTTP status.
@@ -774,13 +760,7 @@ async fn openapi_lists_every_route() {
         .body(Body::empty())
         .expect("request");
     let response = h.app.clone().oneshot(request).await.expect("infallible");
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let doc: Value = serde_json::from_slice(&bytes).expect("json");
+    let (_, doc) = crate::test_support::json_response(response).await;
     for path in [
         "/source/write_raw",
         "/sygno/write_raw",

@@ -12,6 +12,8 @@
 //! holds the persisted form of summaries, shared by adapters.
 
 pub mod codec;
+#[cfg(test)]
+pub(crate) mod contract_tests;
 pub mod dynamo;
 pub mod embedded;
 

@@ -3,6 +3,7 @@
 //! missing server fails the test; elsewhere the test says it was skipped.
 
 use super::*;
+use crate::store::contract_tests::{self, new_event};
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{
     BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
@@ -92,18 +93,6 @@ async fn store() -> Option<DynamoStore> {
     Some(store)
 }
 
-fn new_event(id: &str, user: &str, key: Option<&str>) -> NewEvent {
-    NewEvent {
-        event_id: id.into(),
-        event_time: 1_764_000_000_123,
-        received_at: 1_764_000_000_456,
-        name: "raw".into(),
-        user_id: user.into(),
-        data: r#"{"x": 1.50, "n": {"y": 2}}"#.into(),
-        idempotency_key: key.map(str::to_owned),
-    }
-}
-
 #[tokio::test]
 async fn create_table_is_idempotent_with_stream_and_ttl() {
     let Some(store) = store().await else { return };
@@ -164,41 +153,8 @@ async fn an_append_is_one_item_stored_as_sent() {
 #[tokio::test]
 async fn idempotency_is_a_conditional_write_scoped_per_writer() {
     let Some(store) = store().await else { return };
-    let first = store
-        .append(new_event("a", "u1", Some("order-1")))
-        .await
-        .expect("append");
-    assert!(!first.duplicate);
-    let again = store
-        .append(new_event("b", "u1", Some("order-1")))
-        .await
-        .expect("append");
-    assert!(again.duplicate);
-    assert_eq!(again.event_id, "a");
-    assert_eq!(again.event_time, first.event_time);
-    let other = store
-        .append(new_event("c", "u2", Some("order-1")))
-        .await
-        .expect("append");
-    assert!(!other.duplicate, "another writer's key is another event");
-    // Concurrent repeats: exactly one is new.
-    let tasks: Vec<_> = (0..10)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .append(new_event(&format!("d{i}"), "u3", Some("k")))
-                    .await
-            })
-        })
-        .collect();
-    let mut fresh = 0;
-    for t in tasks {
-        if !t.await.expect("join").expect("append").duplicate {
-            fresh += 1;
-        }
-    }
-    assert_eq!(fresh, 1);
+    contract_tests::idempotency_is_scoped_per_writer(&store).await;
+    contract_tests::concurrent_repeats_append_once_per_key(Arc::new(store), 10, 1).await;
 }
 
 #[tokio::test]

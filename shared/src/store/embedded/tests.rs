@@ -1,17 +1,6 @@
 use super::*;
 use crate::domain::stats::Moments;
-
-fn new_event(id: &str, user: &str, key: Option<&str>) -> NewEvent {
-    NewEvent {
-        event_id: id.into(),
-        event_time: 1_000,
-        received_at: 2_000,
-        name: "raw".into(),
-        user_id: user.into(),
-        data: r#"{"x": 1}"#.into(),
-        idempotency_key: key.map(str::to_owned),
-    }
-}
+use crate::store::contract_tests::{self, new_event};
 
 fn store() -> (tempfile::TempDir, EmbeddedStore) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -46,49 +35,14 @@ async fn appends_read_back_in_order_and_survive_reopen() {
 #[tokio::test]
 async fn idempotency_is_scoped_per_writer() {
     let (_dir, store) = store();
-    let first = store
-        .append(new_event("a", "u1", Some("k")))
-        .await
-        .expect("append");
-    assert!(!first.duplicate);
-    let again = store
-        .append(new_event("b", "u1", Some("k")))
-        .await
-        .expect("append");
-    assert!(again.duplicate);
-    assert_eq!(again.event_id, "a");
-    let other = store
-        .append(new_event("c", "u2", Some("k")))
-        .await
-        .expect("append");
-    assert!(!other.duplicate, "another writer's key is another event");
+    contract_tests::idempotency_is_scoped_per_writer(&store).await;
     assert_eq!(store.head().await.expect("head"), 2);
 }
 
 #[tokio::test]
 async fn concurrent_appends_share_commits_and_all_land() {
     let (_dir, store) = store();
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .append(new_event(
-                        &format!("e{i}"),
-                        "u",
-                        Some(&format!("k{}", i % 150)),
-                    ))
-                    .await
-            })
-        })
-        .collect();
-    let mut fresh = 0;
-    for t in tasks {
-        if !t.await.expect("join").expect("append").duplicate {
-            fresh += 1;
-        }
-    }
-    assert_eq!(fresh, 150);
+    contract_tests::concurrent_repeats_append_once_per_key(Arc::new(store.clone()), 200, 150).await;
     assert_eq!(store.head().await.expect("head"), 150);
 }
 
