@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-/// A raw event.
+/// A raw event. Other top-level fields are refused (422).
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WriteRawRequest {
     /// The event: any JSON object, nested at most 32 levels. Every numeric
     /// leaf is a field (`{"a": {"b": 1}}` gives `a.b`). A climate
@@ -17,10 +18,15 @@ pub struct WriteRawRequest {
     /// one field per row, and its `ts` and `name` are the event's.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
-    /// RFC 3339; at most 5 minutes in the future. Default: receipt time.
-    #[schema(format = DateTime)]
+    /// RFC 3339 (e.g. `2021-05-01T12:07:50+02:00`); at most 5 minutes in
+    /// the future. Default: receipt time.
+    #[schema(
+        format = DateTime,
+        pattern = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    )]
     pub event_time: Option<String>,
     /// 1 to 128 characters. Default `raw`.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: Option<String>,
 }
 

@@ -30,7 +30,7 @@ struct Written {
     path = "/source/write_raw",
     tag = "events",
     request_body = WriteRawRequest,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[\x21-\x7E]{1,128}$",
         description = "1 to 128 visible ASCII characters. A repeat from the same API key returns the first event and appends nothing.")),
     responses(
         (status = 200, description = "Stored durably (or a duplicate of an earlier request)", body = WriteRawResponse),
