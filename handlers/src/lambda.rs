@@ -28,20 +28,41 @@ pub enum ConfigError {
     Keys(#[from] sygno_shared::domain::auth::KeysError),
 }
 
-/// Reads `SYGNO_TABLE` and `SYGNO_API_KEYS` and builds the store client:
-/// once per cold start, never per request.
-pub async fn state_from_env() -> Result<AppState, ConfigError> {
-    let table = std::env::var("SYGNO_TABLE")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .ok_or(ConfigError::NoTable)?;
-    let keys = ApiKeys::parse(&std::env::var("SYGNO_API_KEYS").unwrap_or_default())?;
-    if keys.is_empty() {
-        return Err(ConfigError::NoKeys);
+/// A Lambda function's configuration, from its environment.
+#[derive(Debug)]
+pub struct LambdaConfig {
+    pub table: String,
+    pub keys: ApiKeys,
+}
+
+impl LambdaConfig {
+    /// Reads `SYGNO_TABLE` and `SYGNO_API_KEYS` through `var`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let table = var("SYGNO_TABLE")
+            .filter(|t| !t.is_empty())
+            .ok_or(ConfigError::NoTable)?;
+        let keys = ApiKeys::parse(&var("SYGNO_API_KEYS").unwrap_or_default())?;
+        if keys.is_empty() {
+            return Err(ConfigError::NoKeys);
+        }
+        Ok(LambdaConfig { table, keys })
     }
-    let store = DynamoStore::from_env(&table).await;
+}
+
+/// Reads the configuration and builds the store client: once per cold
+/// start, never per request. Plaintext keys work but are logged (by key id)
+/// as a warning: deployed configuration should hold `sha256:` digests.
+pub async fn state_from_env() -> Result<AppState, ConfigError> {
+    let config = LambdaConfig::from_vars(|name| std::env::var(name).ok())?;
+    for id in config.keys.plaintext_ids() {
+        tracing::warn!(
+            key_id = id.as_str(),
+            "SYGNO_API_KEYS holds a plaintext key; configure sha256:<hex> instead"
+        );
+    }
+    let store = DynamoStore::from_env(&config.table).await;
     Ok(AppState {
-        keys: Arc::new(keys),
+        keys: Arc::new(config.keys),
         log: Arc::new(store.clone()),
         views: Arc::new(store),
         rebuild: None,

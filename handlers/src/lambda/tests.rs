@@ -139,3 +139,37 @@ fn only_the_named_stage_is_stripped() {
     );
     assert_eq!(with("/source/expose", Some("$default")), "/source/expose");
 }
+
+#[test]
+fn configuration_errors_are_clear_and_keep_secrets() {
+    let config = |table: Option<&str>, keys: Option<&str>| {
+        let (table, keys) = (table.map(str::to_owned), keys.map(str::to_owned));
+        LambdaConfig::from_vars(move |name| match name {
+            "SYGNO_TABLE" => table.clone(),
+            "SYGNO_API_KEYS" => keys.clone(),
+            _ => None,
+        })
+    };
+    assert!(matches!(
+        config(None, Some("write=k")),
+        Err(ConfigError::NoTable)
+    ));
+    assert!(matches!(
+        config(Some(""), Some("write=k")),
+        Err(ConfigError::NoTable)
+    ));
+    assert!(matches!(config(Some("t"), None), Err(ConfigError::NoKeys)));
+    assert!(matches!(
+        config(Some("t"), Some(" , ")),
+        Err(ConfigError::NoKeys)
+    ));
+    let bad = config(Some("t"), Some("write=s3cret,wrte=other-s3cret")).expect_err("malformed");
+    let text = bad.to_string();
+    assert!(
+        text.contains("entry 2") && !text.contains("s3cret"),
+        "{text}"
+    );
+    let ok = config(Some("sygno-prod"), Some("write=k")).expect("valid");
+    assert_eq!(ok.table, "sygno-prod");
+    assert!(ok.keys.authenticate(b"k").is_some());
+}

@@ -86,6 +86,8 @@ struct KeyEntry {
     digest: [u8; 32],
     roles: Roles,
     id: KeyId,
+    /// Configured as the key itself rather than `sha256:<hex>`.
+    plaintext: bool,
 }
 
 /// A configured key set.
@@ -135,6 +137,7 @@ impl ApiKeys {
                     }
                 }
             }
+            let plaintext = !secret.starts_with("sha256:");
             let digest = match secret.strip_prefix("sha256:") {
                 Some(hex_digest) => parse_digest(hex_digest).ok_or_else(|| {
                     fail(
@@ -157,6 +160,7 @@ impl ApiKeys {
                 digest,
                 roles: Roles::of(&roles),
                 id: KeyId::of_digest(&digest),
+                plaintext,
             });
         }
         Ok(keys)
@@ -169,7 +173,17 @@ impl ApiKeys {
             digest,
             roles: Roles::of(roles),
             id: KeyId::of_digest(&digest),
+            plaintext: true,
         });
+    }
+
+    /// Key ids of the entries configured as plaintext keys, not digests.
+    pub fn plaintext_ids(&self) -> Vec<&KeyId> {
+        self.entries
+            .iter()
+            .filter(|e| e.plaintext)
+            .map(|e| &e.id)
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -62,3 +62,10 @@ fn empty_spec_means_no_keys() {
     assert!(ApiKeys::parse("").expect("valid").is_empty());
     assert!(ApiKeys::parse(" , ").expect("valid").is_empty());
 }
+
+#[test]
+fn plaintext_entries_are_reported_by_id() {
+    let digest = hex::encode(sha256(b"hashed"));
+    let keys = ApiKeys::parse(&format!("write=plain,read=sha256:{digest}")).expect("valid");
+    assert_eq!(keys.plaintext_ids(), vec![&key_id("plain")]);
+}
