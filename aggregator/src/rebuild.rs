@@ -8,12 +8,10 @@
 //! meanwhile: events past the checkpoint are picked up by the next step.
 
 use crate::control::{RebuildState, RebuildStatus};
-use crate::worker::{apply_all, horizon, render_windows, Clock, BATCH};
+use crate::worker::{apply_all, horizon, render_rows, Clock, BATCH};
 use sygno_shared::domain::aggregates::Aggregates;
-use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::time::{format_rfc3339, window_end, Millis};
 use sygno_shared::store::{AggregateCommit, AggregateStore, ChangeFeed, Result};
-use sygno_shared::views::render_latest;
 use tokio::sync::watch;
 
 /// The outcome of a rebuild.
@@ -48,13 +46,11 @@ pub async fn rebuild(
         progress(read, target.max(read));
     }
     let end = window_end(now);
-    let mut views = render_windows(&mut state, end);
-    if let Some(latest) = &state.latest {
-        views.push((ExposeKind::Latest, render_latest(latest)));
-    }
     state.take_latest_change();
-    let _ = state.series.take_dirty();
-    let buckets: Vec<_> = state.series.all().map(|(b, s)| (b, s.clone())).collect();
+    let latest = state.latest.clone();
+    let views = render_rows(&mut state, end, latest.as_ref());
+    // Fresh state: every bucket folded is dirty, so this is all of them.
+    let buckets = state.series.take_dirty();
     let written = buckets.len();
     store
         .commit(AggregateCommit {
@@ -62,7 +58,7 @@ pub async fn rebuild(
             checkpoint: state.checkpoint,
             replace_all: true,
             buckets,
-            latest: state.latest.clone(),
+            latest,
             views,
         })
         .await?;

@@ -4,7 +4,7 @@ use crate::control::RebuildRequests;
 use crate::rebuild::{self, Rebuilt};
 use std::sync::Arc;
 use std::time::Duration;
-use sygno_shared::domain::aggregates::{Aggregates, Applied};
+use sygno_shared::domain::aggregates::{Aggregates, Applied, Latest};
 use sygno_shared::domain::event::LoggedEvent;
 use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::series::Series;
@@ -98,10 +98,7 @@ impl Worker {
         let expected = self.state.checkpoint;
         apply_all(&mut self.state, &events);
         let latest = self.state.take_latest_change().cloned();
-        let mut views = render_windows(&mut self.state, end);
-        if let Some(latest) = &latest {
-            views.push((ExposeKind::Latest, render_latest(latest)));
-        }
+        let views = render_rows(&mut self.state, end, latest.as_ref());
         let commit = AggregateCommit {
             expected_checkpoint: Some(expected),
             checkpoint: self.state.checkpoint,
@@ -151,9 +148,16 @@ pub(crate) fn apply_all(state: &mut Aggregates, events: &[LoggedEvent]) {
     }
 }
 
-/// The four window rows ending at `end`.
-pub(crate) fn render_windows(state: &mut Aggregates, end: Millis) -> Vec<(ExposeKind, String)> {
+/// The four window rows ending at `end`, and the `latest` row when given.
+pub(crate) fn render_rows(
+    state: &mut Aggregates,
+    end: Millis,
+    latest: Option<&Latest>,
+) -> Vec<(ExposeKind, String)> {
     let mut views = Vec::with_capacity(5);
+    if let Some(latest) = latest {
+        views.push((ExposeKind::Latest, render_latest(latest)));
+    }
     for (average, devt) in [
         (ExposeKind::DayAverage, ExposeKind::DayDevt),
         (ExposeKind::WeekAverage, ExposeKind::WeekDevt),

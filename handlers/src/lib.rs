@@ -1,8 +1,8 @@
 //! Sygno's HTTP layer and its local server.
 //!
 //! # Layout
-//! - [`routes`]: [`app`], the one router every entry point serves (local
-//!   server now, Lambda functions later), and one module per route.
+//! - [`routes`]: [`app`], the one router every entry point serves (the
+//!   local server and the Lambda functions), and one module per route.
 //! - [`error`]: [`error::ApiError`] and the contract's response envelope.
 //! - [`auth`]: the `x-api-key` check (401 / 403).
 //! - [`body`]: reading a request body under the size limit (413, 415).

@@ -113,11 +113,6 @@ impl Series {
             .collect()
     }
 
-    /// Every bucket held, for a full rewrite of storage.
-    pub fn all(&self) -> impl Iterator<Item = (i64, &Summary)> {
-        self.buckets.iter().map(|(b, s)| (*b, s))
-    }
-
     /// Drops buckets before `bucket` from memory (they stay in storage).
     /// Dirty buckets are kept until written. Ranges starting before
     /// `bucket` must not be summarized afterwards (windows only move forward).

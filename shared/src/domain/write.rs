@@ -49,7 +49,7 @@ fn invalid(text: impl Into<String>) -> WriteError {
 
 /// Validates a `write_raw` body received at `now`.
 pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError> {
-    let top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
+    let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
         .map_err(|e| classify(&e, body, "body must be a JSON object"))?;
     if let Some(unknown) = top
         .keys()
@@ -60,7 +60,7 @@ pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError>
         )));
     }
     let raw_data = top
-        .get("data")
+        .remove("data")
         .ok_or_else(|| invalid("`data` is required"))?;
     let data: Value = serde_json::from_str(raw_data.get()).map_err(|e| {
         classify(
@@ -99,16 +99,11 @@ pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError>
             None => DEFAULT_NAME.to_owned(),
         },
     };
-    let fields = extracted.fields;
-    let raw = top
-        .into_iter()
-        .find_map(|(k, v)| (k == "data").then_some(v))
-        .ok_or_else(|| invalid("`data` is required"))?;
     Ok(WriteCommand {
         event_time,
         name,
-        data: raw,
-        fields,
+        fields: extracted.fields,
+        data: raw_data,
     })
 }
 
