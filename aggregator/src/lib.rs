@@ -7,6 +7,9 @@
 //!   [`worker::run`] drives steps from change notifications and the clock
 //!   (windows roll forward every minute even when no events arrive).
 //! - [`rebuild`]: recomputes every aggregate from the whole log.
+//! - [`stream`]: the same fold for the DynamoDB store, fed by DynamoDB
+//!   Streams (the `sygno-aggregator` Lambda function, or a local poller),
+//!   and its online rebuild.
 //! - [`control`]: [`RebuildHandle`], how a running server asks its worker for
 //!   a rebuild and reports progress.
 //!
@@ -15,6 +18,7 @@
 
 pub mod control;
 pub mod rebuild;
+pub mod stream;
 pub mod worker;
 
 pub use control::{RebuildHandle, RebuildState, RebuildStatus};

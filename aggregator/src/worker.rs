@@ -7,7 +7,7 @@ use std::time::Duration;
 use sygno_shared::domain::aggregates::{Aggregates, Applied, Latest};
 use sygno_shared::domain::event::LoggedEvent;
 use sygno_shared::domain::expose::ExposeKind;
-use sygno_shared::domain::series::Series;
+use sygno_shared::domain::series::{Series, Summary};
 use sygno_shared::domain::time::{bucket_of, window_end, Millis, WEEK_MS};
 use sygno_shared::store::{AggregateCommit, AggregateStore, ChangeFeed, Result};
 use sygno_shared::views::{render_latest, render_window};
@@ -154,6 +154,16 @@ pub(crate) fn render_rows(
     end: Millis,
     latest: Option<&Latest>,
 ) -> Vec<(ExposeKind, String)> {
+    render_rows_with(end, latest, |span| state.window(end, span))
+}
+
+/// [`render_rows`] over any source of window summaries: `window(span)` is
+/// the summary of `[end - span, end)`.
+pub fn render_rows_with(
+    end: Millis,
+    latest: Option<&Latest>,
+    mut window: impl FnMut(Millis) -> Summary,
+) -> Vec<(ExposeKind, String)> {
     let mut views = Vec::with_capacity(5);
     if let Some(latest) = latest {
         views.push((ExposeKind::Latest, render_latest(latest)));
@@ -163,7 +173,7 @@ pub(crate) fn render_rows(
         (ExposeKind::WeekAverage, ExposeKind::WeekDevt),
     ] {
         let span = average.span().unwrap_or_default();
-        let summary = state.window(end, span);
+        let summary = window(span);
         views.push((average, render_window(average, end, &summary)));
         views.push((devt, render_window(devt, end, &summary)));
     }

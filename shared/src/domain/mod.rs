@@ -6,6 +6,7 @@
 //! - [`fields`]: the numeric fields of an event (flattened paths, `rows` tables).
 //! - [`stats`]: [`stats::Moments`], Welford updates and Chan et al.'s merge.
 //! - [`series`]: per-bucket [`series::Summary`]s and the canonical window fold.
+//! - [`tiers`]: minute and hour summaries, and how a window splits into them.
 //! - [`aggregates`]: the aggregation state folded from the event log.
 //! - [`expose`]: the kinds of materialized rows `expose` can ask for.
 //! - [`auth`]: API keys, roles and key ids.
@@ -18,6 +19,7 @@ pub mod expose;
 pub mod fields;
 pub mod series;
 pub mod stats;
+pub mod tiers;
 pub mod time;
 pub mod write;
 

@@ -1,4 +1,5 @@
-//! The DynamoDB store: the event log and the rendered rows in one table.
+//! The DynamoDB store: the event log, the aggregates and the rendered rows
+//! in one table.
 //!
 //! # Table
 //! Keys `pk` (hash, S) and `sk` (range, S); on-demand billing; a stream of
@@ -6,17 +7,23 @@
 //!
 //! | item | `pk` | `sk` | other attributes |
 //! |---|---|---|---|
-//! | event, no idempotency key | `ev#<event_id>` | `event` | `kind`, `event_id`, `event_time` (N, ms), `received_at` (N, ms), `name`, `user_id`, `data` (S, raw JSON) |
-//! | event with an idempotency key | `ev#<user_id>#<sha256(key)>` | `event` | the same |
-//! | rendered row | `row#<kind>` | `row` | `doc` (S, the `expose` data document) |
+//! | event, no idempotency key | `log#<shard>` | `ev#<event_id>` | `kind` = `event`, `event_id`, `event_time` (N, ms), `received_at` (N, ms), `name`, `user_id`, `data` (S, raw JSON) |
+//! | event with an idempotency key | `log#<shard>` | `idem#<user_id>#<sha256(key)>` | the same |
+//! | rendered rows | `rows` | `rows` | one S attribute per row kind (`latest`, `24h_average`, ...): the `expose` data document |
+//! | aggregator state | `agg` | `state` | see [`state`] |
+//! | minute / hour summary | `m#<generation>` / `h#<generation>` | the index, sortable | `sum` (S, [`crate::store::codec`]) |
+//!
+//! `<shard>` is two decimal digits, a hash of `sk` modulo [`LOG_SHARDS`]:
+//! write sharding. DynamoDB serves at most 1,000 writes/s per partition key
+//! value, so the log spreads one source over 16 of them (16,000 events/s),
+//! and the aggregator can keep one stream checkpoint per shard, since the
+//! stream delivers the records of one partition key in order.
 //!
 //! An append is one conditional `PutItem` (`attribute_not_exists(pk)`): it
 //! never overwrites. With an `Idempotency-Key` the event's own key is
 //! derived from the writer and the key, so a repeat fails the condition and
 //! reads the first event back: idempotency costs no second write and no
 //! separate record, and lasts as long as the log (no TTL needed for it).
-//! Event keys are random (UUIDv7 or a hash), so writes spread over all
-//! partitions: one source is not capped at one partition's 1,000 writes/s.
 //! An event item holds at most 64 KiB of `data` plus under 1 KiB of other
 //! attributes, far below DynamoDB's 400 KB item limit.
 
@@ -40,8 +47,10 @@ use std::time::Duration;
 
 const PK: &str = "pk";
 const SK: &str = "sk";
-const EVENT_SK: &str = "event";
-const ROW_SK: &str = "row";
+const ROWS_KEY: &str = "rows";
+/// How many partition keys the event log is spread over. Fixed for the
+/// life of a table: an idempotency key must always map to the same shard.
+pub const LOG_SHARDS: u8 = 16;
 /// TTL attribute (epoch seconds) for items that expire.
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
@@ -80,20 +89,23 @@ fn get_n(item: &Item, name: &str) -> Result<i64> {
         .ok_or_else(|| StoreError::Corrupt(format!("item lacks integer attribute {name}")))
 }
 
-/// The partition key of an event.
-fn event_pk(event: &NewEvent) -> String {
-    match &event.idempotency_key {
+/// The key (`pk`, `sk`) of an event's item.
+fn event_key(event: &NewEvent) -> (String, String) {
+    let sk = match &event.idempotency_key {
         Some(key) => format!(
-            "ev#{}#{}",
+            "idem#{}#{}",
             event.user_id,
             hex::encode(Sha256::digest(key.as_bytes()))
         ),
         None => format!("ev#{}", event.event_id),
-    }
+    };
+    let shard = Sha256::digest(sk.as_bytes())[0] % LOG_SHARDS;
+    (log_partition(shard), sk)
 }
 
-fn row_pk(kind: ExposeKind) -> String {
-    format!("row#{}", kind.as_str())
+/// The partition key of log shard `shard`.
+pub fn log_partition(shard: u8) -> String {
+    format!("log#{shard:02}")
 }
 
 impl DynamoStore {
@@ -211,22 +223,11 @@ impl DynamoStore {
         ))
     }
 
-    /// Writes a rendered row (the aggregator's job).
-    pub async fn put_view(&self, kind: ExposeKind, doc: &str) -> Result<()> {
-        self.client
-            .put_item()
-            .table_name(&*self.table)
-            .item(PK, s(row_pk(kind)))
-            .item(SK, s(ROW_SK))
-            .item("kind", s("row"))
-            .item("doc", s(doc))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn first_event(&self, pk: String, found: Option<Item>) -> Result<Appended> {
+    async fn first_event(
+        &self,
+        (pk, sk): (String, String),
+        found: Option<Item>,
+    ) -> Result<Appended> {
         let item = match found {
             Some(item) if item.contains_key("event_id") => item,
             _ => self
@@ -234,7 +235,7 @@ impl DynamoStore {
                 .get_item()
                 .table_name(&*self.table)
                 .key(PK, s(pk))
-                .key(SK, s(EVENT_SK))
+                .key(SK, s(sk))
                 .consistent_read(true)
                 .send()
                 .await
@@ -255,13 +256,13 @@ impl DynamoStore {
 #[async_trait]
 impl EventLog for DynamoStore {
     async fn append(&self, event: NewEvent) -> Result<Appended> {
-        let pk = event_pk(&event);
+        let key = event_key(&event);
         let put = self
             .client
             .put_item()
             .table_name(&*self.table)
-            .item(PK, s(pk.clone()))
-            .item(SK, s(EVENT_SK))
+            .item(PK, s(key.0.clone()))
+            .item(SK, s(key.1.clone()))
             .item("kind", s("event"))
             .item("event_id", s(event.event_id.clone()))
             .item("event_time", n(event.event_time))
@@ -283,7 +284,7 @@ impl EventLog for DynamoStore {
                 PutItemError::ConditionalCheckFailedException(failed)
                     if event.idempotency_key.is_some() =>
                 {
-                    self.first_event(pk, failed.item).await
+                    self.first_event(key, failed.item).await
                 }
                 PutItemError::ConditionalCheckFailedException(_) => Err(StoreError::Conflict(
                     "an event with this id already exists".into(),
@@ -312,17 +313,24 @@ impl ViewStore for DynamoStore {
             .client
             .get_item()
             .table_name(&*self.table)
-            .key(PK, s(row_pk(kind)))
-            .key(SK, s(ROW_SK))
+            .key(PK, s(ROWS_KEY))
+            .key(SK, s(ROWS_KEY))
+            .projection_expression("#row")
+            .expression_attribute_names("#row", kind.as_str())
             .send()
             .await
             .map_err(unavailable)?;
         match got.item {
-            Some(item) => Ok(Some(Arc::from(get_s(&item, "doc")?))),
-            None => Ok(None),
+            Some(item) if item.contains_key(kind.as_str()) => {
+                Ok(Some(Arc::from(get_s(&item, kind.as_str())?)))
+            }
+            _ => Ok(None),
         }
     }
 }
+
+pub mod state;
+pub mod testing;
 
 #[cfg(test)]
 mod tests;

@@ -1,96 +1,15 @@
-//! Against a real DynamoDB wire-protocol server (moto's server mode, started
-//! by `scripts/test`), named by `SYGNO_TEST_DYNAMODB_ENDPOINT`. In CI a
-//! missing server fails the test; elsewhere the test says it was skipped.
+//! The DynamoDB adapter against a real DynamoDB wire-protocol server (see
+//! [`super::testing`]).
 
+use super::state::{AggState, StateCommit};
+use super::testing::fresh_store;
 use super::*;
+use crate::domain::series::Summary;
+use crate::domain::tiers::{Tier, TierKey};
 use crate::store::contract_tests::{self, new_event};
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{
-    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
-};
-use aws_sdk_dynamodb::error::BoxError;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
-static TABLES: AtomicU64 = AtomicU64::new(0);
-
-/// Records the operation of every request sent (retries included).
-#[derive(Debug, Clone, Default)]
-struct RequestLog(Arc<Mutex<Vec<String>>>);
-
-impl RequestLog {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-impl Intercept for RequestLog {
-    fn name(&self) -> &'static str {
-        "RequestLog"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let target = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or("?");
-        let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(operation);
-        Ok(())
-    }
-}
-
-/// A client for the test server, with credentials made up for the run.
-pub(crate) fn test_client() -> Option<Client> {
-    test_client_logged(&RequestLog::default())
-}
-
-fn test_client_logged(log: &RequestLog) -> Option<Client> {
-    let Ok(endpoint) = std::env::var("SYGNO_TEST_DYNAMODB_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "SYGNO_TEST_DYNAMODB_ENDPOINT is not set: run the tests with scripts/test"
-        );
-        eprintln!("skipped: no DynamoDB test server (run scripts/test)");
-        return None;
-    };
-    let secret = format!("test-secret-{}", std::process::id());
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(
-            "sygno-test",
-            secret,
-            None,
-            None,
-            "sygno-tests",
-        ))
-        .interceptor(log.clone())
-        .build();
-    Some(Client::from_conf(config))
-}
-
-/// A store on a fresh table.
 async fn store() -> Option<DynamoStore> {
-    let client = test_client()?;
-    let table = format!(
-        "sygno-test-{}-{}",
-        std::process::id(),
-        TABLES.fetch_add(1, Ordering::SeqCst)
-    );
-    let store = DynamoStore::new(client, &table);
-    store.create_table().await.expect("create table");
-    Some(store)
+    fresh_store("sygno-test").await.map(|(store, _)| store)
 }
 
 #[tokio::test]
@@ -126,17 +45,17 @@ async fn create_table_is_idempotent_with_stream_and_ttl() {
 #[tokio::test]
 async fn an_append_is_one_item_stored_as_sent() {
     let Some(store) = store().await else { return };
-    let appended = store
-        .append(new_event("id-1", "u1", None))
-        .await
-        .expect("append");
+    let event = new_event("id-1", "u1", None);
+    let key = event_key(&event);
+    assert!(key.0.starts_with("log#") && key.1 == "ev#id-1", "{key:?}");
+    let appended = store.append(event).await.expect("append");
     assert!(!appended.duplicate);
     let item = store
         .client()
         .get_item()
         .table_name(store.table())
-        .key(PK, s("ev#id-1"))
-        .key(SK, s(EVENT_SK))
+        .key(PK, s(key.0))
+        .key(SK, s(key.1))
         .send()
         .await
         .expect("get")
@@ -180,10 +99,22 @@ async fn rows_read_back_with_one_get() {
         .await
         .expect("view")
         .is_none());
+    let rows = [(
+        ExposeKind::DayAverage,
+        r#"{"type":"24h_average"}"#.to_owned(),
+    )];
+    let state = AggState {
+        version: 1,
+        ..AggState::default()
+    };
     store
-        .put_view(ExposeKind::DayAverage, r#"{"type":"24h_average"}"#)
+        .commit_state(StateCommit {
+            state: &state,
+            summaries: &[],
+            rows: Some(&rows),
+        })
         .await
-        .expect("put");
+        .expect("commit");
     assert_eq!(
         store
             .view(ExposeKind::DayAverage)
@@ -213,13 +144,9 @@ async fn ping_fails_for_a_missing_table() {
 /// The request budget of the write and read paths, measured on the wire.
 #[tokio::test]
 async fn one_request_per_append_and_per_read() {
-    let log = RequestLog::default();
-    let Some(client) = test_client_logged(&log) else {
+    let Some((store, log)) = fresh_store("sygno-count").await else {
         return;
     };
-    let store = DynamoStore::new(client, &format!("sygno-count-{}", std::process::id()));
-    store.create_table().await.expect("create");
-    log.take();
     for i in 0..20 {
         store
             .append(new_event(&format!("e{i}"), "u", None))
@@ -244,4 +171,134 @@ async fn one_request_per_append_and_per_read() {
     );
     store.view(ExposeKind::DayDevt).await.expect("view");
     assert_eq!(log.take(), ["GetItem"], "one read per expose");
+}
+
+fn summary_of(values: &[f64]) -> Summary {
+    let mut summary = Summary::default();
+    for v in values {
+        summary.record(&[("x".to_owned(), *v)].into_iter().collect());
+    }
+    summary
+}
+
+fn minute(index: i64) -> TierKey {
+    TierKey {
+        generation: 1,
+        tier: Tier::Minute,
+        index,
+    }
+}
+
+#[tokio::test]
+async fn aggregate_commits_are_conditional_on_the_state_version() {
+    let Some(store) = store().await else { return };
+    assert_eq!(store.read_state().await.expect("read"), AggState::default());
+    let mut state = AggState {
+        version: 1,
+        checkpoints: [("log#03".to_owned(), "1100000000017454423012".to_owned())].into(),
+        ..AggState::default()
+    };
+    let commit = |state: &AggState| {
+        let state = state.clone();
+        let store = store.clone();
+        async move {
+            store
+                .commit_state(StateCommit {
+                    state: &state,
+                    summaries: &[(minute(5), summary_of(&[1.0]))],
+                    rows: None,
+                })
+                .await
+        }
+    };
+    commit(&state).await.expect("first commit");
+    assert_eq!(store.read_state().await.expect("read"), state);
+    // A second writer that read version 0 loses, and nothing it sent lands.
+    let mut stale = state.clone();
+    stale.checkpoints.clear();
+    assert!(matches!(commit(&stale).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.read_state().await.expect("read"), state);
+    state.version = 2;
+    commit(&state).await.expect("next commit");
+    state.version = 2;
+    assert!(matches!(commit(&state).await, Err(StoreError::Conflict(_))));
+}
+
+#[tokio::test]
+async fn summaries_read_back_by_key_and_by_index_range() {
+    let Some(store) = store().await else { return };
+    let summaries: Vec<(TierKey, Summary)> = [-61, -1, 0, 1, 59, 60, 120]
+        .iter()
+        .map(|i| (minute(*i), summary_of(&[*i as f64, 0.5])))
+        .collect();
+    let hour = TierKey {
+        generation: 1,
+        tier: Tier::Hour,
+        index: 0,
+    };
+    let mut all = summaries.clone();
+    all.push((hour, summary_of(&[7.0])));
+    store
+        .commit_state(StateCommit {
+            state: &AggState {
+                version: 1,
+                ..AggState::default()
+            },
+            summaries: &all,
+            rows: None,
+        })
+        .await
+        .expect("commit");
+    let ranged = store
+        .query_summaries(1, Tier::Minute, -1..60)
+        .await
+        .expect("query");
+    let expected: Vec<(i64, Summary)> = summaries
+        .iter()
+        .filter(|(k, _)| (-1..60).contains(&k.index))
+        .map(|(k, s)| (k.index, s.clone()))
+        .collect();
+    assert_eq!(ranged, expected, "in index order, bit for bit");
+    assert!(store
+        .query_summaries(2, Tier::Minute, -100..200)
+        .await
+        .expect("query")
+        .is_empty());
+    let by_key = store
+        .read_summaries(&[minute(-61), minute(3), hour])
+        .await
+        .expect("read");
+    assert_eq!(by_key.len(), 2);
+    assert_eq!(by_key[&hour], summary_of(&[7.0]));
+}
+
+#[tokio::test]
+async fn the_log_reads_back_shard_by_shard() {
+    let Some(store) = store().await else { return };
+    for i in 0..40 {
+        store
+            .append(new_event(&format!("e{i}"), "u", None))
+            .await
+            .expect("append");
+    }
+    let mut ids = Vec::new();
+    let mut shards_used = 0;
+    for shard in 0..LOG_SHARDS {
+        let (items, cursor) = store.read_log_page(shard, None).await.expect("page");
+        assert!(cursor.is_none());
+        shards_used += usize::from(!items.is_empty());
+        for item in items {
+            assert_eq!(item.pk, log_partition(shard));
+            assert_eq!(item.event_time, 1_764_000_000_123);
+            ids.push(item.event_id);
+        }
+    }
+    ids.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("e{i}")).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(
+        shards_used > 4,
+        "40 events spread over {shards_used} shards"
+    );
 }

@@ -1,0 +1,104 @@
+//! The `sygno-aggregator` Lambda function's handler.
+//!
+//! Two kinds of invocation: a DynamoDB Streams batch (`Records`), applied
+//! with [`crate::stream::apply`]; anything else (the EventBridge schedule)
+//! rolls the windows forward with [`crate::stream::roll`].
+//!
+//! The answer to a batch is a partial batch response
+//! (`ReportBatchItemFailures`): when a commit fails, the first event not
+//! committed is reported, so Lambda retries from there (events before it
+//! are committed; events after it that a retry sees again are skipped by
+//! their checkpoints). A record that can never be decoded is logged
+//! without its payload, counted in the `PoisonRecords` metric (CloudWatch
+//! embedded metric format on stdout), skipped, and reported as failed so
+//! that after the mapping's bounded retries it lands in the on-failure
+//! destination instead of vanishing; everything else in the batch is
+//! applied meanwhile.
+
+use crate::stream::records::{decode, Record};
+use crate::stream::{apply, roll};
+use serde_json::{json, Value};
+use sygno_shared::domain::time::Millis;
+use sygno_shared::store::dynamo::DynamoStore;
+
+/// Handles one invocation; never fails (failures are reported per record).
+pub async fn handle(store: &DynamoStore, payload: &Value, now: Millis) -> Value {
+    let Some(records) = payload.get("Records").and_then(Value::as_array) else {
+        return match roll(store, now).await {
+            Ok(rolled) => json!({ "rolled": rolled }),
+            Err(e) => {
+                tracing::error!(error.cause_chain = ?e, "rolling the windows failed");
+                json!({ "rolled": false })
+            }
+        };
+    };
+    let mut failures = Vec::new();
+    let mut events = Vec::with_capacity(records.len());
+    let mut poison = 0u64;
+    for record in records {
+        match decode(record) {
+            Record::Event(event) => events.push(event),
+            Record::Ignored => {}
+            Record::Poison { sequence, reason } => {
+                poison += 1;
+                tracing::warn!(sequence = sequence.as_deref().unwrap_or("?"), %reason, "undecodable stream record skipped");
+                if let Some(sequence) = sequence {
+                    failures.push(sequence);
+                }
+            }
+        }
+    }
+    if poison > 0 {
+        emit_metric("PoisonRecords", poison);
+    }
+    match apply(store, &events, now).await {
+        Ok(outcome) => {
+            tracing::info!(
+                records = records.len(),
+                applied = outcome.applied,
+                skipped = outcome.skipped,
+                commits = outcome.commits,
+                "stream batch applied"
+            );
+            if outcome.unreadable > 0 {
+                emit_metric("UnreadableEvents", outcome.unreadable as u64);
+            }
+        }
+        Err(e) => {
+            tracing::error!(
+                error.cause_chain = ?e.error,
+                applied = e.done.applied,
+                "stream batch failed; reporting the first event not committed"
+            );
+            failures.push(events[e.first_unapplied].sequence.clone());
+        }
+    }
+    // The shape of aws_lambda_events' DynamoDbEventResponse.
+    json!({
+        "batchItemFailures": failures
+            .into_iter()
+            .map(|sequence| json!({ "itemIdentifier": sequence }))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// One CloudWatch metric in the embedded metric format.
+#[allow(clippy::print_stdout)]
+fn emit_metric(name: &str, value: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let line = json!({
+        "_aws": {
+            "Timestamp": now,
+            "CloudWatchMetrics": [{
+                "Namespace": "Sygno",
+                "Dimensions": [[]],
+                "Metrics": [{ "Name": name, "Unit": "Count" }]
+            }]
+        },
+        name: value
+    });
+    println!("{line}");
+}
