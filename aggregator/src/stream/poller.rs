@@ -7,6 +7,9 @@
 //! are skipped by their checkpoints, so a restart never double counts. A
 //! child shard is read only once its parent is drained, as Lambda does. A
 //! batch that fails is retried (the iterator does not move) after a pause.
+//! Shard iterators expire (after 15 minutes on DynamoDB), so one that
+//! comes back empty or fails is replaced by a fresh one after the last
+//! sequence number read.
 
 use crate::stream::records::{decode, from_streams_api, Record};
 use crate::stream::{apply, roll};
@@ -28,14 +31,22 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError 
     StoreError::unavailable(e)
 }
 
+/// Where the poller is in one shard.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// `None`: get a fresh one after `last_sequence`.
+    iterator: Option<String>,
+    last_sequence: Option<String>,
+}
+
 /// Reads the table's stream.
 #[derive(Debug)]
 pub struct Poller {
     store: DynamoStore,
     streams: aws_sdk_dynamodbstreams::Client,
     stream_arn: String,
-    /// Open iterators by shard id.
-    iterators: BTreeMap<String, String>,
+    /// Open shards by id.
+    cursors: BTreeMap<String, Cursor>,
     /// Shards read to their end.
     drained: BTreeSet<String>,
     /// Where the windows were last rolled to.
@@ -69,7 +80,7 @@ impl Poller {
             store,
             streams,
             stream_arn,
-            iterators: BTreeMap::new(),
+            cursors: BTreeMap::new(),
             drained: BTreeSet::new(),
             rolled_end: i64::MIN,
         })
@@ -107,35 +118,38 @@ impl Poller {
             .collect();
         for shard in &shards {
             let Some(id) = shard.shard_id() else { continue };
-            if self.iterators.contains_key(id) || self.drained.contains(id) {
+            if self.cursors.contains_key(id) || self.drained.contains(id) {
                 continue;
             }
             let parent_pending = shard
                 .parent_shard_id()
                 .is_some_and(|p| known.contains(p) && !self.drained.contains(p));
-            if parent_pending {
-                continue;
-            }
-            let iterator = self
-                .streams
-                .get_shard_iterator()
-                .stream_arn(&self.stream_arn)
-                .shard_id(id)
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .map_err(unavailable)?
-                .shard_iterator;
-            match iterator {
-                Some(iterator) => {
-                    self.iterators.insert(id.to_owned(), iterator);
-                }
-                None => {
-                    self.drained.insert(id.to_owned());
-                }
+            if !parent_pending {
+                self.cursors.insert(id.to_owned(), Cursor::default());
             }
         }
         Ok(())
+    }
+
+    /// An iterator after the last record read from `shard`, or from its
+    /// trim horizon; `None` when the shard is closed and drained.
+    async fn fresh_iterator(&self, shard: &str) -> Result<Option<String>> {
+        let last = self
+            .cursors
+            .get(shard)
+            .and_then(|c| c.last_sequence.clone());
+        let request = self
+            .streams
+            .get_shard_iterator()
+            .stream_arn(&self.stream_arn)
+            .shard_id(shard);
+        let request = match last {
+            Some(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(sequence),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        Ok(request.send().await.map_err(unavailable)?.shard_iterator)
     }
 
     /// Reads one batch from every open shard and applies it. Returns the
@@ -143,20 +157,36 @@ impl Poller {
     pub async fn poll_once(&mut self, now: i64) -> Result<usize> {
         self.discover().await?;
         let mut read = 0;
-        let shards: Vec<(String, String)> = self
-            .iterators
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (shard, iterator) in shards {
-            let got = self
+        let shards: Vec<String> = self.cursors.keys().cloned().collect();
+        for shard in shards {
+            let iterator = match self.cursors.get(&shard).and_then(|c| c.iterator.clone()) {
+                Some(iterator) => iterator,
+                None => match self.fresh_iterator(&shard).await? {
+                    Some(iterator) => iterator,
+                    None => {
+                        self.cursors.remove(&shard);
+                        self.drained.insert(shard);
+                        continue;
+                    }
+                },
+            };
+            let got = match self
                 .streams
                 .get_records()
                 .shard_iterator(iterator)
                 .limit(BATCH)
                 .send()
                 .await
-                .map_err(unavailable)?;
+            {
+                Ok(got) => got,
+                Err(e) => {
+                    // Expired or otherwise unusable: start afresh next time.
+                    if let Some(cursor) = self.cursors.get_mut(&shard) {
+                        cursor.iterator = None;
+                    }
+                    return Err(unavailable(e));
+                }
+            };
             let records = got.records.unwrap_or_default();
             read += records.len();
             let events: Vec<_> = records
@@ -175,14 +205,24 @@ impl Poller {
                     .await
                     .map_err(|e| e.error)?;
             }
-            match got.next_shard_iterator {
-                Some(next) => {
-                    self.iterators.insert(shard, next);
-                }
-                None => {
-                    self.iterators.remove(&shard);
+            let last = records
+                .last()
+                .and_then(|r| r.dynamodb())
+                .and_then(|d| d.sequence_number())
+                .map(str::to_owned);
+            match (got.next_shard_iterator, self.cursors.get_mut(&shard)) {
+                (None, _) => {
+                    self.cursors.remove(&shard);
                     self.drained.insert(shard);
                 }
+                (Some(next), Some(cursor)) => {
+                    if last.is_some() {
+                        cursor.last_sequence = last;
+                    }
+                    // An empty read gets a fresh iterator next time.
+                    cursor.iterator = (!records.is_empty()).then_some(next);
+                }
+                (Some(_), None) => {}
             }
         }
         Ok(read)

@@ -109,7 +109,7 @@ pub async fn rebuild(
     let ready_at = cut + millis(options.settle);
     loop {
         let now = clock();
-        if now > ready_at {
+        if now >= ready_at {
             break;
         }
         tokio::time::sleep(Duration::from_millis(
