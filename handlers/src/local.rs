@@ -1,13 +1,18 @@
-//! `sygno serve`: the router, the embedded store and the aggregation
-//! worker in one process, and `sygno rebuild` against a stopped store.
+//! `sygno serve`: the router, a store and its aggregator in one process —
+//! the embedded store with its worker ([`serve`]), or a DynamoDB table with
+//! a Streams poller driving the stream aggregator ([`serve_dynamo`], the
+//! whole AWS path on one machine) — and `sygno rebuild` against a stopped
+//! embedded store.
 
 use crate::routes::{app, AppState};
 use std::future::Future;
 use std::sync::Arc;
 use sygno_aggregator::control;
 use sygno_aggregator::rebuild::{rebuild, Rebuilt};
+use sygno_aggregator::stream::{self, poller::Poller};
 use sygno_aggregator::worker::{self, Clock, Worker};
 use sygno_shared::domain::auth::ApiKeys;
+use sygno_shared::store::dynamo::DynamoStore;
 use sygno_shared::store::embedded::EmbeddedStore;
 use sygno_shared::store::{AggregateStore, ChangeFeed, StoreError};
 use tokio::net::TcpListener;
@@ -64,6 +69,47 @@ pub async fn serve(
     let _ = stop.send(true);
     if let Err(e) = worker_task.await {
         tracing::error!(error = %e, "aggregator task failed");
+    }
+    served.map_err(ServeError::Io)
+}
+
+/// Serves the API on a DynamoDB table until `shutdown` completes: the
+/// write and read paths of the Lambda functions, a Streams poller doing
+/// what the aggregator Lambda does, and `POST /admin/rebuild` running the
+/// online rebuild.
+pub async fn serve_dynamo(
+    listener: TcpListener,
+    store: DynamoStore,
+    streams: aws_sdk_dynamodbstreams::Client,
+    keys: ApiKeys,
+    clock: Clock,
+    rebuild_options: stream::rebuild::Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let poller = Poller::new(store.clone(), streams).await?;
+    let (stop, stopped) = watch::channel(false);
+    let poller_task = tokio::spawn(stream::poller::run(poller, Arc::clone(&clock), stopped));
+    let (rebuild, requests) = control::channel();
+    let rebuild_task = tokio::spawn(stream::rebuild::serve_requests(
+        store.clone(),
+        Arc::clone(&clock),
+        rebuild_options,
+        requests,
+    ));
+    let state = AppState {
+        keys: Arc::new(keys),
+        log: Arc::new(store.clone()),
+        views: Arc::new(store),
+        rebuild: Some(rebuild),
+    };
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("HTTP server stopped; stopping the stream poller");
+    let _ = stop.send(true);
+    rebuild_task.abort();
+    if let Err(e) = poller_task.await {
+        tracing::error!(error = %e, "stream poller task failed");
     }
     served.map_err(ServeError::Io)
 }

@@ -229,6 +229,21 @@ impl Poller {
     }
 }
 
+/// A DynamoDB Streams client from the standard AWS configuration. The
+/// endpoint is `AWS_ENDPOINT_URL_DYNAMODB_STREAMS`, else the DynamoDB
+/// one (`AWS_ENDPOINT_URL_DYNAMODB`: a local DynamoDB server serves both),
+/// else `AWS_ENDPOINT_URL`, else AWS's.
+pub async fn streams_client_from_env() -> aws_sdk_dynamodbstreams::Client {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let mut builder = aws_sdk_dynamodbstreams::config::Builder::from(&config);
+    if std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB_STREAMS").is_none() {
+        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_DYNAMODB") {
+            builder = builder.endpoint_url(endpoint);
+        }
+    }
+    aws_sdk_dynamodbstreams::Client::from_conf(builder.build())
+}
+
 /// Polls until `stop` turns true, rolling the windows when the minute turns.
 pub async fn run(mut poller: Poller, clock: Clock, mut stop: watch::Receiver<bool>) {
     tracing::info!(stream = poller.stream_arn(), "stream poller started");

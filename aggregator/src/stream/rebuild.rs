@@ -24,6 +24,7 @@
 //! that dies leaves its generation unfinished and the state marked: the
 //! next one refuses to start unless forced, and never reuses a generation.
 
+use crate::control::{RebuildRequests, RebuildState};
 use crate::stream::{render, retry_conflicts};
 use crate::worker::Clock;
 use std::collections::{BTreeMap, HashMap};
@@ -292,5 +293,54 @@ async fn switch(
         Ok(())
     } else {
         Err(RebuildError::Superseded(generation))
+    }
+}
+
+/// Serves `POST /admin/rebuild` for a server on the DynamoDB store: runs a
+/// rebuild per request, reporting through the request's status
+/// (`processed` = events read, `checkpoint` = the new generation).
+pub async fn serve_requests(
+    store: DynamoStore,
+    clock: Clock,
+    options: Options,
+    mut requests: RebuildRequests,
+) {
+    while requests.next().await.is_some() {
+        tracing::info!("rebuild started");
+        let status = requests.status();
+        let mut report = |p: Progress| {
+            if let Progress::Read(read) = p {
+                status.send_modify(|s| {
+                    s.processed = read;
+                    s.target = read;
+                });
+            }
+        };
+        let outcome = rebuild(&store, &clock, options, &mut report).await;
+        let finished_at = Some(format_rfc3339(clock()));
+        match outcome {
+            Ok(done) => {
+                tracing::info!(
+                    generation = done.generation,
+                    events = done.events,
+                    "rebuild finished"
+                );
+                status.send_modify(|s| {
+                    s.state = RebuildState::Done;
+                    s.finished_at = finished_at;
+                    s.processed = done.events;
+                    s.target = done.events;
+                    s.checkpoint = done.generation;
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rebuild failed");
+                status.send_modify(|s| {
+                    s.state = RebuildState::Failed;
+                    s.finished_at = finished_at;
+                    s.error = Some(e.to_string());
+                });
+            }
+        }
     }
 }

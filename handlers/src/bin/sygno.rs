@@ -1,18 +1,24 @@
-//! `sygno`: the local modes. `serve` runs the API with the embedded store
-//! and the aggregation worker; `rebuild` recomputes every aggregate from the
-//! event log of a stopped store.
+//! `sygno`: the local modes. `serve` runs the API with a store and its
+//! aggregator (the embedded store by default, or a DynamoDB table with a
+//! Streams poller); `rebuild` recomputes every aggregate from the event log
+//! (of a stopped embedded store, or online on a DynamoDB table); `table
+//! create` makes a DynamoDB table.
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use rand::Rng;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 use std::time::Instant;
-use sygno_handlers::local::{rebuild_store, serve, system_clock};
+use sygno_aggregator::stream;
+use sygno_aggregator::stream::rebuild::Progress;
+use sygno_handlers::local::{rebuild_store, serve, serve_dynamo, system_clock};
 use sygno_shared::domain::auth::{ApiKeys, Role};
+use sygno_shared::domain::time::format_rfc3339;
 use sygno_shared::store::dynamo::{DynamoStore, TTL_ATTRIBUTE};
 use sygno_shared::store::embedded::EmbeddedStore;
-use sygno_shared::store::StoreError;
+use sygno_shared::store::{EventLog, StoreError};
 use sygno_shared::telemetry;
 use tokio::net::TcpListener;
 
@@ -29,14 +35,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the HTTP API on the embedded store, with the aggregator.
+    /// Serve the HTTP API on a store, with the aggregator.
     ///
     /// API keys come from SYGNO_API_KEYS ("ROLES=SECRET,...", roles write,
     /// read, admin joined by "+", SECRET plain or "sha256:<hex>").
     Serve(ServeArgs),
-    /// Rebuild every aggregate from the event log (server stopped; for a
-    /// running server use POST /admin/rebuild).
-    Rebuild(StoreArgs),
+    /// Rebuild every aggregate from the event log. The embedded store must
+    /// be stopped (for a running server use POST /admin/rebuild); on
+    /// DynamoDB the rebuild runs online, while writes and the aggregator go on.
+    Rebuild(RebuildArgs),
     /// Manage the DynamoDB table (region, credentials and endpoint from the
     /// standard AWS configuration, e.g. AWS_ENDPOINT_URL_DYNAMODB).
     Table {
@@ -55,11 +62,56 @@ enum TableAction {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// SQLite files in --data-dir.
+    Embedded,
+    /// The DynamoDB table --table (region, credentials and endpoint from
+    /// the standard AWS configuration).
+    Dynamodb,
+}
+
 #[derive(Args)]
 struct StoreArgs {
+    /// Where events and aggregates live.
+    #[arg(long, env = "SYGNO_STORE", value_enum, default_value = "embedded")]
+    store: StoreKind,
     /// Directory of the embedded store (created if missing).
     #[arg(long, env = "SYGNO_DATA_DIR", default_value = "sygno-data")]
     data_dir: PathBuf,
+    /// DynamoDB table (with --store dynamodb; create it with `sygno table create`).
+    #[arg(long, env = "SYGNO_TABLE", required_if_eq("store", "dynamodb"))]
+    table: Option<String>,
+    /// DynamoDB rebuilds: seconds between the rebuild's cut and its read of
+    /// the log; longer than any write takes.
+    #[arg(long, env = "SYGNO_REBUILD_SETTLE_SECS", default_value_t = 30)]
+    rebuild_settle_secs: u64,
+}
+
+impl StoreArgs {
+    fn rebuild_options(&self, force: bool) -> stream::rebuild::Options {
+        stream::rebuild::Options {
+            settle: Duration::from_secs(self.rebuild_settle_secs),
+            force,
+            ..stream::rebuild::Options::default()
+        }
+    }
+
+    fn table(&self) -> anyhow::Result<&str> {
+        self.table
+            .as_deref()
+            .context("--store dynamodb needs --table (or SYGNO_TABLE)")
+    }
+}
+
+#[derive(Args)]
+struct RebuildArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// DynamoDB: start even though another rebuild seems to be in progress
+    /// (one that died; its half-built generation is abandoned).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -80,7 +132,10 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(telemetry::json_requested());
     match cli.command {
         Command::Serve(args) => run_serve(args).await,
-        Command::Rebuild(args) => run_rebuild(args).await,
+        Command::Rebuild(args) => match args.store.store {
+            StoreKind::Embedded => run_rebuild(args.store).await,
+            StoreKind::Dynamodb => run_dynamo_rebuild(args).await,
+        },
         Command::Table {
             action: TableAction::Create { table },
         } => {
@@ -137,10 +192,37 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     if keys.is_empty() {
         bail!("no API keys: set SYGNO_API_KEYS (for example SYGNO_API_KEYS=\"write=...,read=...\") or start with --dev");
     }
+    if args.store.store == StoreKind::Dynamodb {
+        let table = args.store.table()?;
+        let store = DynamoStore::from_env(table).await;
+        store
+            .ping()
+            .await
+            .with_context(|| format!("reaching DynamoDB table {table}"))?;
+        let streams = stream::poller::streams_client_from_env().await;
+        let listener = bind(&args.addr).await?;
+        let addr = listener.local_addr()?;
+        writeln!(
+            out,
+            "sygno listening on http://{addr} (DynamoDB table {table})"
+        )?;
+        out.flush()?;
+        drop(out);
+        let options = args.store.rebuild_options(false);
+        serve_dynamo(
+            listener,
+            store,
+            streams,
+            keys,
+            system_clock(),
+            options,
+            shutdown_signal(),
+        )
+        .await?;
+        return Ok(());
+    }
     let store = open_store(&args.store)?;
-    let listener = TcpListener::bind(&args.addr)
-        .await
-        .with_context(|| format!("listening on {}", args.addr))?;
+    let listener = bind(&args.addr).await?;
     let addr = listener.local_addr()?;
     writeln!(
         out,
@@ -150,6 +232,50 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
     serve(listener, store, keys, system_clock(), shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))
+}
+
+async fn run_dynamo_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let table = args.store.table()?;
+    let store = DynamoStore::from_env(table).await;
+    let options = args.store.rebuild_options(args.force);
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut progress = |p: Progress| match p {
+        Progress::Started { generation, cut } => eprintln!(
+            "rebuild: generation {generation}; reading events received up to {} in {} s",
+            format_rfc3339(cut),
+            options.settle.as_secs() + options.margin.as_secs()
+        ),
+        Progress::Read(read) if last_report.elapsed().as_millis() >= 500 => {
+            last_report = Instant::now();
+            eprintln!("rebuild: {read} events read");
+        }
+        Progress::Read(_) => {}
+        Progress::Merged(done, total) => {
+            if done == total || last_report.elapsed().as_millis() >= 500 {
+                last_report = Instant::now();
+                eprintln!("rebuild: {done}/{total} summaries written");
+            }
+        }
+    };
+    let report = stream::rebuild::rebuild(&store, &system_clock(), options, &mut progress)
+        .await
+        .with_context(|| format!("rebuilding the aggregates of table {table}"))?;
+    writeln!(
+        std::io::stdout(),
+        "rebuilt the aggregates of {table} from {} events (generation {}, {} summaries) in {:.1} s",
+        report.events,
+        report.generation,
+        report.summaries,
+        started.elapsed().as_secs_f64()
+    )?;
     Ok(())
 }
 
