@@ -60,16 +60,25 @@ pub struct ApplyError {
 }
 
 /// Applies `events` (in stream order) and re-renders the rows, committing
-/// runs of events that each fit one transaction.
+/// runs of events that each fit one transaction. Only the last run renders
+/// the rows (rendering reads a week of summaries), and it commits whenever
+/// an earlier run did, so the rows always end up re-rendered.
 pub async fn apply(
     store: &DynamoStore,
     events: &[StreamEvent],
     now: Millis,
 ) -> Result<Outcome, ApplyError> {
     let mut done = Outcome::default();
-    for run in runs(events, MAX_SUMMARIES_PER_COMMIT) {
+    let runs = runs(events, MAX_SUMMARIES_PER_COMMIT);
+    let last = runs.len().saturating_sub(1);
+    for (i, run) in runs.into_iter().enumerate() {
         let start = run.start;
-        match commit_run(store, &events[run], now).await {
+        let render = match (i == last, done.commits) {
+            (false, _) => Render::Never,
+            (true, 0) => Render::IfChanged,
+            (true, _) => Render::Always,
+        };
+        match commit_run(store, &events[run], now, render).await {
             Ok(outcome) => {
                 done.applied += outcome.applied;
                 done.skipped += outcome.skipped;
@@ -88,17 +97,34 @@ pub async fn apply(
     Ok(done)
 }
 
-async fn commit_run(store: &DynamoStore, events: &[StreamEvent], now: Millis) -> Result<Outcome> {
+/// Whether a run's commit re-renders the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Render {
+    /// No: a later run will.
+    Never,
+    /// Only if this run changes something.
+    IfChanged,
+    /// Yes, committing even if this run changes nothing (an earlier did).
+    Always,
+}
+
+async fn commit_run(
+    store: &DynamoStore,
+    events: &[StreamEvent],
+    now: Millis,
+    render_rows: Render,
+) -> Result<Outcome> {
     retry_conflicts(|| async {
         let state = store.read_state().await?;
         let plan = plan(&state, events);
+        let commit = !plan.is_empty() || render_rows == Render::Always;
         let outcome = Outcome {
             applied: plan.applied,
             skipped: plan.skipped,
             unreadable: plan.unreadable,
-            commits: usize::from(!plan.is_empty()),
+            commits: usize::from(commit),
         };
-        if plan.is_empty() {
+        if !commit {
             return Ok(outcome);
         }
         let keys: Vec<TierKey> = plan.deltas.keys().copied().collect();
@@ -108,15 +134,19 @@ async fn commit_run(store: &DynamoStore, events: &[StreamEvent], now: Millis) ->
         }
         let mut next = plan.state;
         next.version = state.version + 1;
-        let end = window_end(now).max(state.rendered_end);
-        let rows = render(store, &next, &merged, end).await?;
-        next.rendered_end = end;
+        let rows = if render_rows == Render::Never {
+            None
+        } else {
+            let end = window_end(now).max(state.rendered_end);
+            next.rendered_end = end;
+            Some(render(store, &next, &merged, end).await?)
+        };
         let summaries: Vec<(TierKey, Summary)> = merged.into_iter().collect();
         store
             .commit_state(StateCommit {
                 state: &next,
                 summaries: &summaries,
-                rows: Some(&rows),
+                rows: rows.as_deref(),
             })
             .await?;
         Ok(outcome)

@@ -2,15 +2,16 @@
 //! reference; window edges; events in the future.
 
 use crate::exact::{check_all_windows, random_body, wait_until_aggregated, write_all};
-use crate::helpers::{now_ms, parse_ms, rfc3339, spawn_app, Keys};
+use crate::helpers::{now_ms, on_every_store, parse_ms, rfc3339, Keys, StoreKind, TestStore};
 use rand::Rng;
 
 const DAY: i64 = 86_400_000;
 
-#[tokio::test]
-async fn windows_match_the_exact_statistics_of_thousands_of_events() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn_app(dir.path(), &Keys::random()).await;
+async fn windows_match_the_exact_statistics_of_thousands_of_events(kind: StoreKind) {
+    let Some(store) = TestStore::new(kind).await else {
+        return;
+    };
+    let app = store.spawn(&Keys::random()).await;
     let mut rng = rand::rng();
     let now = now_ms();
     let mut bodies = Vec::new();
@@ -50,10 +51,11 @@ async fn windows_match_the_exact_statistics_of_thousands_of_events() {
     app.terminate().await;
 }
 
-#[tokio::test]
-async fn an_acknowledged_write_is_visible_within_a_second() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn_app(dir.path(), &Keys::random()).await;
+async fn an_acknowledged_write_is_visible_within_a_second(kind: StoreKind) {
+    let Some(store) = TestStore::new(kind).await else {
+        return;
+    };
+    let app = store.spawn(&Keys::random()).await;
     let mut rng = rand::rng();
     for i in 0..5 {
         let (body, _) = random_body(&mut rng, now_ms());
@@ -76,10 +78,11 @@ async fn an_acknowledged_write_is_visible_within_a_second() {
     app.terminate().await;
 }
 
-#[tokio::test]
-async fn an_empty_store_reports_empty_windows_and_no_latest() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn_app(dir.path(), &Keys::random()).await;
+async fn an_empty_store_reports_empty_windows_and_no_latest(kind: StoreKind) {
+    let Some(store) = TestStore::new(kind).await else {
+        return;
+    };
+    let app = store.spawn(&Keys::random()).await;
     let (status, body) = app.expose("latest").await;
     assert_eq!(status, 404);
     assert_eq!(body["data"]["error"], "not_found");
@@ -95,3 +98,9 @@ async fn an_empty_store_reports_empty_windows_and_no_latest() {
     );
     app.terminate().await;
 }
+
+on_every_store!(
+    windows_match_the_exact_statistics_of_thousands_of_events,
+    an_acknowledged_write_is_visible_within_a_second,
+    an_empty_store_reports_empty_windows_and_no_latest
+);

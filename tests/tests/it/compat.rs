@@ -1,12 +1,13 @@
 //! The original clients: climate computers' `rows` tables and `/sygno/*`.
 
-use crate::helpers::{spawn_app, Keys};
+use crate::helpers::{on_every_store, Keys, StoreKind, TestStore};
 use serde_json::{json, Value};
 
-#[tokio::test]
-async fn a_rows_table_round_trips_unchanged() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn_app(dir.path(), &Keys::random()).await;
+async fn a_rows_table_round_trips_unchanged(kind: StoreKind) {
+    let Some(store) = TestStore::new(kind).await else {
+        return;
+    };
+    let app = store.spawn(&Keys::random()).await;
     let ts =
         chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).expect("offset"));
     let ts = ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
@@ -75,3 +76,5 @@ async fn a_rows_table_round_trips_unchanged() {
     );
     app.terminate().await;
 }
+
+on_every_store!(a_rows_table_round_trips_unchanged);

@@ -104,9 +104,12 @@ pub(crate) async fn check_all_windows(app: &Api, events: &[Sent]) {
 }
 
 /// Waits until the 24 h and 7 d rows count exactly the events in them.
+/// (Generous: on DynamoDB the test server is moto, an emulator in Python
+/// serving one request at a time, some 30 per second with thousands of
+/// items.)
 pub(crate) async fn wait_until_aggregated(app: &Api, events: &[Sent]) {
     crate::helpers::eventually(
-        std::time::Duration::from_secs(20),
+        std::time::Duration::from_secs(120),
         "the rows to count every event",
         || async {
             for kind in ["24h_average", "7d_average"] {

@@ -1,5 +1,7 @@
 //! `spawn_app`: a `sygno serve` process on a free port, and one method per
-//! endpoint.
+//! endpoint. [`TestStore`] and [`on_every_store!`] run a test on each
+//! store: the embedded one in a temporary directory, and DynamoDB (a fresh
+//! table on the test server `scripts/test` starts).
 
 use rand::Rng;
 use serde_json::{json, Value};
@@ -82,14 +84,127 @@ impl std::ops::Deref for TestApp {
     }
 }
 
+/// The stores a test can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreKind {
+    Embedded,
+    Dynamodb,
+}
+
+/// A fresh store for one test.
+pub(crate) enum TestStore {
+    Embedded(tempfile::TempDir),
+    /// A table on the DynamoDB test server.
+    Dynamodb {
+        table: String,
+        env: Vec<(String, String)>,
+    },
+}
+
+impl TestStore {
+    /// `None` (the test is skipped, saying so) when the DynamoDB test
+    /// server is missing outside CI.
+    pub(crate) async fn new(kind: StoreKind) -> Option<TestStore> {
+        match kind {
+            StoreKind::Embedded => Some(TestStore::Embedded(tempfile::tempdir().expect("tempdir"))),
+            StoreKind::Dynamodb => {
+                let endpoint = sygno_shared::store::dynamo::testing::endpoint()?;
+                let table = sygno_shared::store::dynamo::testing::table_name("sygno-it");
+                // Made-up credentials: the test server accepts any.
+                let env = vec![
+                    ("AWS_ENDPOINT_URL".to_owned(), endpoint),
+                    ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+                    ("AWS_ACCESS_KEY_ID".to_owned(), "sygno-test".to_owned()),
+                    (
+                        "AWS_SECRET_ACCESS_KEY".to_owned(),
+                        format!("test-secret-{}", std::process::id()),
+                    ),
+                    ("SYGNO_REBUILD_SETTLE_SECS".to_owned(), "1".to_owned()),
+                ];
+                let created = Command::new(sygno_bin())
+                    .args(["table", "create", "--table", &table])
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .output()
+                    .await
+                    .expect("sygno table create");
+                assert!(
+                    created.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&created.stderr)
+                );
+                Some(TestStore::Dynamodb { table, env })
+            }
+        }
+    }
+
+    /// The `sygno` arguments that select this store.
+    pub(crate) fn args(&self) -> Vec<std::ffi::OsString> {
+        match self {
+            TestStore::Embedded(dir) => vec!["--data-dir".into(), dir.path().into()],
+            TestStore::Dynamodb { table, .. } => vec![
+                "--store".into(),
+                "dynamodb".into(),
+                "--table".into(),
+                table.into(),
+            ],
+        }
+    }
+
+    /// The environment `sygno` needs for this store.
+    pub(crate) fn env(&self) -> &[(String, String)] {
+        match self {
+            TestStore::Embedded(_) => &[],
+            TestStore::Dynamodb { env, .. } => env,
+        }
+    }
+
+    /// Starts `sygno serve` on this store.
+    pub(crate) async fn spawn(&self, keys: &Keys) -> TestApp {
+        spawn_with(self.args(), self.env(), keys).await
+    }
+}
+
+/// Runs each named `async fn(StoreKind)` as two tests, `<name>::embedded`
+/// and `<name>::dynamodb`.
+macro_rules! on_every_store {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn embedded() {
+                super::$name(crate::helpers::StoreKind::Embedded).await
+            }
+            #[tokio::test]
+            async fn dynamodb() {
+                super::$name(crate::helpers::StoreKind::Dynamodb).await
+            }
+        }
+    )+};
+}
+pub(crate) use on_every_store;
+
 /// Starts `sygno serve` on `data_dir` and waits until it listens.
 pub(crate) async fn spawn_app(data_dir: &Path, keys: &Keys) -> TestApp {
+    spawn_with(vec!["--data-dir".into(), data_dir.into()], &[], keys).await
+}
+
+async fn spawn_with(
+    store_args: Vec<std::ffi::OsString>,
+    env: &[(String, String)],
+    keys: &Keys,
+) -> TestApp {
     let show_logs = std::env::var_os("TEST_LOG").is_some();
     let mut child = Command::new(sygno_bin())
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(store_args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("SYGNO_API_KEYS", keys.spec())
-        .env("RUST_LOG", if show_logs { "info" } else { "warn" })
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_LOG")
+                .ok()
+                .filter(|v| v != "1")
+                .unwrap_or_else(|| if show_logs { "info" } else { "warn" }.to_owned()),
+        )
         .stdout(Stdio::piped())
         .stderr(if show_logs {
             Stdio::inherit()

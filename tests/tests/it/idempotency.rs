@@ -1,12 +1,13 @@
 //! Idempotency keys: one event per key and writer, even under concurrency.
 
-use crate::helpers::{spawn_app, Keys};
+use crate::helpers::{on_every_store, Keys, StoreKind, TestStore};
 use serde_json::json;
 
-#[tokio::test]
-async fn a_repeated_key_returns_the_first_event_and_appends_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn_app(dir.path(), &Keys::random()).await;
+async fn a_repeated_key_returns_the_first_event_and_appends_nothing(kind: StoreKind) {
+    let Some(store) = TestStore::new(kind).await else {
+        return;
+    };
+    let app = store.spawn(&Keys::random()).await;
     let body = json!({"data": {"x": 1}});
     // Twenty concurrent requests with one key: exactly one event.
     let mut tasks = tokio::task::JoinSet::new();
@@ -57,3 +58,5 @@ async fn a_repeated_key_returns_the_first_event_and_appends_nothing() {
     .await;
     app.terminate().await;
 }
+
+on_every_store!(a_repeated_key_returns_the_first_event_and_appends_nothing);

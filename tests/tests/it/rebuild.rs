@@ -1,8 +1,11 @@
-//! Rebuild: online while writes go on, and offline with `sygno rebuild`;
-//! both end in the rows incremental processing gives.
+//! Rebuild: online while writes go on (on every store), offline with
+//! `sygno rebuild` (embedded), and online from the command line (DynamoDB);
+//! each ends in the rows incremental processing gives.
 
 use crate::exact::{check_all_windows, random_body, wait_until_aggregated, write_all};
-use crate::helpers::{eventually, now_ms, spawn_app, sygno_bin, Keys};
+use crate::helpers::{
+    eventually, now_ms, on_every_store, spawn_app, sygno_bin, Keys, StoreKind, TestStore,
+};
 use rand::Rng;
 use std::time::Duration;
 
@@ -20,11 +23,12 @@ fn bodies(n: usize) -> Vec<(serde_json::Value, std::collections::BTreeMap<String
         .collect()
 }
 
-#[tokio::test]
-async fn rebuilds_online_and_offline_equal_incremental_processing() {
-    let dir = tempfile::tempdir().expect("tempdir");
+async fn rebuilds_equal_incremental_processing(kind: StoreKind) {
+    let Some(store) = TestStore::new(kind).await else {
+        return;
+    };
     let keys = Keys::random();
-    let app = spawn_app(dir.path(), &keys).await;
+    let app = store.spawn(&keys).await;
     let mut sent = write_all(&app, bodies(600), 8).await;
     wait_until_aggregated(&app, &sent).await;
 
@@ -47,6 +51,28 @@ async fn rebuilds_online_and_offline_equal_incremental_processing() {
     wait_until_aggregated(&app, &sent).await;
     check_all_windows(&app, &sent).await;
 
+    let dir = match &store {
+        TestStore::Embedded(dir) => dir.path(),
+        TestStore::Dynamodb { .. } => {
+            // Online from the command line, beside the running server.
+            let output = tokio::process::Command::new(sygno_bin())
+                .arg("rebuild")
+                .args(store.args())
+                .envs(store.env().iter().map(|(k, v)| (k, v)))
+                .output()
+                .await
+                .expect("sygno rebuild");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "rebuild failed: {stderr}");
+            assert!(stderr.contains("summaries written"), "progress: {stderr}");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(stdout.contains("from 900 events"), "{stdout}");
+            check_all_windows(&app, &sent).await;
+            app.terminate().await;
+            return;
+        }
+    };
+
     // Offline: stop, rebuild, restart; compare rows within one minute.
     eventually(Duration::from_secs(61), "a fresh minute", || async {
         (now_ms() % 60_000 < 40_000).then_some(())
@@ -54,7 +80,7 @@ async fn rebuilds_online_and_offline_equal_incremental_processing() {
     .await;
     let before = rows(&app).await;
     app.terminate().await;
-    let output = offline_rebuild(dir.path()).await;
+    let output = offline_rebuild(dir).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "rebuild failed: {stderr}");
     assert!(
@@ -63,7 +89,7 @@ async fn rebuilds_online_and_offline_equal_incremental_processing() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("rebuilt"));
 
-    let app = spawn_app(dir.path(), &keys).await;
+    let app = spawn_app(dir, &keys).await;
     let after = rows(&app).await;
     if now_ms() / 60_000 == before_minute(&before) {
         assert_eq!(after, before, "offline rebuild changed the rows");
@@ -72,7 +98,7 @@ async fn rebuilds_online_and_offline_equal_incremental_processing() {
     }
 
     // A running server holds the store: an offline rebuild is refused.
-    let refused = offline_rebuild(dir.path()).await;
+    let refused = offline_rebuild(dir).await;
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("in use"));
     app.terminate().await;
@@ -101,3 +127,5 @@ async fn offline_rebuild(dir: &std::path::Path) -> std::process::Output {
         .await
         .expect("sygno rebuild")
 }
+
+on_every_store!(rebuilds_equal_incremental_processing);
