@@ -496,18 +496,23 @@ async fn aggregator_requests_per_event_by_batch_size() {
         write(&store, events).await;
         let records = stream_records(&store).await;
         log.take();
+        log.take_capacity();
         for chunk in records.chunks(batch_size) {
             assert!(failures(&handle(&store, &batch(chunk), NOW).await).is_empty());
         }
         let sent = log.take();
+        let units = log.take_capacity();
         let count = |op: &str| sent.iter().filter(|s| *s == op).count() as f64;
         let per_event = |n: f64| n / total as f64;
         let writes = count("TransactWriteItems");
         let reads = count("GetItem") + count("BatchGetItem") + count("Query");
         eprintln!(
-            "batch {batch_size:>4}: {total} events, {:.3} transactions/event, {:.3} reads/event ({sent_len} requests)",
+            "batch {batch_size:>4}: {total} events, {:.3} transactions/event, {:.3} reads/event, \
+             ~{:.3} WCU/event, ~{:.3} RCU/event ({sent_len} requests)",
             per_event(writes),
             per_event(reads),
+            per_event(units.write),
+            per_event(units.read),
             sent_len = sent.len()
         );
         if batch_size >= 100 {

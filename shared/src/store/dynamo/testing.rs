@@ -8,7 +8,9 @@
 //! aggregator's and the handlers' tests use the same helpers.
 
 use super::DynamoStore;
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::interceptors::{
+    AfterDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_sdk_dynamodb::config::{
     BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
 };
@@ -22,14 +24,69 @@ pub const ENDPOINT_VAR: &str = "SYGNO_TEST_DYNAMODB_ENDPOINT";
 
 static TABLES: AtomicU64 = AtomicU64::new(0);
 
-/// Records the operation of every request sent (retries included).
+/// Records the operation of every request sent (retries included), and
+/// estimates the capacity units each consumed.
 #[derive(Debug, Clone, Default)]
-pub struct RequestLog(Arc<Mutex<Vec<String>>>);
+pub struct RequestLog {
+    operations: Arc<Mutex<Vec<String>>>,
+    units: Arc<Mutex<Capacity>>,
+    /// Requests sent whose responses are not read yet (sequential use
+    /// pairs them exactly; concurrent requests only blur the estimate).
+    pending: Arc<Mutex<std::collections::VecDeque<(String, serde_json::Value)>>>,
+}
+
+/// Capacity units, estimated from the items' sizes by DynamoDB's rules:
+/// a write is 1 unit per KB of item (twice that in a transaction); a read
+/// is 1 unit per 4 KB read, half that when eventually consistent. Sizes
+/// are the items' JSON on the wire, a slight overestimate (DynamoDB counts
+/// names and values, not the JSON around them); moto reports no real figure.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Capacity {
+    pub write: f64,
+    pub read: f64,
+}
 
 impl RequestLog {
     /// The operations sent since the last call.
     pub fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.operations.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The capacity consumed since the last call.
+    pub fn take_capacity(&self) -> Capacity {
+        std::mem::take(&mut *self.units.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn add(&self, write: f64, read: f64) {
+        let mut units = self.units.lock().unwrap_or_else(|p| p.into_inner());
+        units.write += write;
+        units.read += read;
+    }
+}
+
+fn write_units(operation: &str, body: &serde_json::Value) -> f64 {
+    let kb = |item: &serde_json::Value| (item.to_string().len() as f64 / 1024.0).ceil();
+    match operation {
+        "PutItem" => kb(&body["Item"]),
+        "TransactWriteItems" => body["TransactItems"]
+            .as_array()
+            .map(|items| items.iter().map(|i| 2.0 * kb(&i["Put"]["Item"])).sum())
+            .unwrap_or_default(),
+        _ => 0.0,
+    }
+}
+
+fn read_units(operation: &str, request: &serde_json::Value, response_len: usize) -> f64 {
+    let consistent = request["ConsistentRead"] == true
+        || request["RequestItems"]
+            .as_object()
+            .is_some_and(|t| t.values().any(|k| k["ConsistentRead"] == true));
+    let factor = if consistent { 1.0 } else { 0.5 };
+    match operation {
+        "GetItem" | "Query" | "BatchGetItem" | "Scan" => {
+            factor * (response_len.max(1) as f64 / 4096.0).ceil()
+        }
+        _ => 0.0,
     }
 }
 
@@ -50,10 +107,39 @@ impl Intercept for RequestLog {
             .get("x-amz-target")
             .unwrap_or("?");
         let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
-        self.0
+        let body: serde_json::Value = context
+            .request()
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        self.add(write_units(&operation, &body), 0.0);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((operation.clone(), body));
+        self.operations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(operation);
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let sent = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        if let Some((operation, body)) = sent {
+            let len = context.response().body().bytes().map_or(0, <[u8]>::len);
+            self.add(0.0, read_units(&operation, &body, len));
+        }
         Ok(())
     }
 }

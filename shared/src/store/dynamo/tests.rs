@@ -154,6 +154,9 @@ async fn one_request_per_append_and_per_read() {
             .expect("append");
     }
     assert_eq!(log.take(), vec!["PutItem"; 20], "one write per event");
+    let units = log.take_capacity();
+    eprintln!("append: ~{:.2} WCU per event", units.write / 20.0);
+    assert_eq!(units.write, 20.0, "an event item under 1 KB costs one unit");
     store
         .append(new_event("k1", "u", Some("key")))
         .await
@@ -169,8 +172,10 @@ async fn one_request_per_append_and_per_read() {
         repeat == ["PutItem"] || repeat == ["PutItem", "GetItem"],
         "a repeat is one failed conditional write (plus a read where the server does not return the item): {repeat:?}"
     );
+    log.take_capacity();
     store.view(ExposeKind::DayDevt).await.expect("view");
     assert_eq!(log.take(), ["GetItem"], "one read per expose");
+    eprintln!("expose: ~{:.2} RCU", log.take_capacity().read);
 }
 
 fn summary_of(values: &[f64]) -> Summary {
