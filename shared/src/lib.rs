@@ -9,7 +9,7 @@
 //!   response documents of the HTTP contract).
 //! - [`store`]: the storage ports (`EventLog`, `ChangeFeed`,
 //!   `AggregateStore`, `ViewStore`) and their adapters (`store::embedded`,
-//!   SQLite on disk).
+//!   SQLite on disk; `store::dynamo`, one DynamoDB table).
 //! - [`telemetry`]: tracing set-up shared by every binary.
 
 pub mod domain;

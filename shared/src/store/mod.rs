@@ -8,8 +8,11 @@
 //!   transaction per batch.
 //! - [`ViewStore`]: the rendered rows (read path).
 //!
-//! Adapters: [`embedded`] (SQLite on disk, the local default). [`codec`]
-//! holds the persisted form of summaries, shared by adapters.
+//! Adapters: [`embedded`] (SQLite on disk, the local default: all four
+//! ports) and [`dynamo`] (one DynamoDB table: `EventLog` and `ViewStore`;
+//! its aggregates are kept by the stream aggregator through
+//! [`dynamo::state`], since a stream has no single sequence to checkpoint).
+//! [`codec`] holds the persisted form of summaries, shared by adapters.
 
 pub mod codec;
 #[cfg(test)]

@@ -12,7 +12,9 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         .args(args)
         .env_remove("SYGNO_API_KEYS")
         .env_remove("SYGNO_ADDR")
-        .env_remove("SYGNO_DATA_DIR");
+        .env_remove("SYGNO_DATA_DIR")
+        .env_remove("SYGNO_STORE")
+        .env_remove("SYGNO_TABLE");
     for (k, v) in env {
         command.env(k, v);
     }
@@ -37,11 +39,27 @@ async fn help_names_every_flag_and_its_env() {
         "SYGNO_DATA_DIR",
         "--dev",
         "127.0.0.1:5005",
+        "--store",
+        "SYGNO_STORE",
+        "--table",
+        "SYGNO_TABLE",
+        "--rebuild-settle-secs",
     ] {
         assert!(text.contains(flag), "serve --help lacks {flag}: {text}");
     }
     let rebuild = run(&["rebuild", "--help"], &[]).await;
-    assert!(String::from_utf8_lossy(&rebuild.stdout).contains("--data-dir"));
+    let text = String::from_utf8_lossy(&rebuild.stdout);
+    for flag in ["--data-dir", "--store", "--table", "--force"] {
+        assert!(text.contains(flag), "rebuild --help lacks {flag}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn the_dynamodb_store_needs_a_table() {
+    let out = run(&["serve", "--store", "dynamodb", "--dev"], &[]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--table"), "{stderr}");
 }
 
 #[tokio::test]
