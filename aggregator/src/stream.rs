@@ -8,7 +8,7 @@
 //! redelivery, bisection and parallel shards.
 //!
 //! # Layout
-//! - [`plan`]: pure: which events are new and what they change.
+//! - [`plan`](mod@plan): pure: which events are new and what they change.
 //! - [`records`]: stream records (as Lambda delivers them) to events.
 //! - [`lambda`]: the `sygno-aggregator` Lambda function's handler.
 //! - [`poller`]: the same, driven by a DynamoDB Streams poller (`sygno

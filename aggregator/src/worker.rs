@@ -157,7 +157,7 @@ pub(crate) fn render_rows(
     render_rows_with(end, latest, |span| state.window(end, span))
 }
 
-/// [`render_rows`] over any source of window summaries: `window(span)` is
+/// `render_rows` over any source of window summaries: `window(span)` is
 /// the summary of `[end - span, end)`.
 pub fn render_rows_with(
     end: Millis,
