@@ -22,47 +22,111 @@ use tower::ServiceExt;
 pub enum ConfigError {
     #[error("SYGNO_TABLE is not set: name the DynamoDB table")]
     NoTable,
-    #[error("SYGNO_API_KEYS is not set or holds no key")]
+    #[error("neither SYGNO_API_KEYS_PARAMETER nor SYGNO_API_KEYS is set, or they hold no key")]
     NoKeys,
+    #[error("set SYGNO_API_KEYS_PARAMETER or SYGNO_API_KEYS, not both")]
+    BothKeySources,
+    #[error("reading the API keys from SSM parameter {name} failed")]
+    Parameter {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Keys(#[from] sygno_shared::domain::auth::KeysError),
+}
+
+/// Where the API keys come from.
+#[derive(Debug)]
+pub enum KeySource {
+    /// `SYGNO_API_KEYS`: the entries themselves (local runs, tests).
+    Inline(ApiKeys),
+    /// `SYGNO_API_KEYS_PARAMETER`: the name of an SSM Parameter Store
+    /// SecureString holding the entries, read at cold start (deployments:
+    /// no key, not even a digest, in the template or the environment).
+    Parameter(String),
 }
 
 /// A Lambda function's configuration, from its environment.
 #[derive(Debug)]
 pub struct LambdaConfig {
     pub table: String,
-    pub keys: ApiKeys,
+    pub keys: KeySource,
 }
 
 impl LambdaConfig {
-    /// Reads `SYGNO_TABLE` and `SYGNO_API_KEYS` through `var`.
+    /// Reads `SYGNO_TABLE` and one of `SYGNO_API_KEYS_PARAMETER` and
+    /// `SYGNO_API_KEYS` through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let table = var("SYGNO_TABLE")
             .filter(|t| !t.is_empty())
             .ok_or(ConfigError::NoTable)?;
-        let keys = ApiKeys::parse(&var("SYGNO_API_KEYS").unwrap_or_default())?;
-        if keys.is_empty() {
-            return Err(ConfigError::NoKeys);
-        }
+        let parameter = var("SYGNO_API_KEYS_PARAMETER").filter(|p| !p.is_empty());
+        let inline = var("SYGNO_API_KEYS");
+        let keys = match (parameter, inline) {
+            (Some(_), Some(_)) => return Err(ConfigError::BothKeySources),
+            (Some(name), None) => KeySource::Parameter(name),
+            (None, inline) => {
+                KeySource::Inline(non_empty(ApiKeys::parse(&inline.unwrap_or_default())?)?)
+            }
+        };
         Ok(LambdaConfig { table, keys })
     }
 }
 
-/// Reads the configuration and builds the store client: once per cold
-/// start, never per request. Plaintext keys work but are logged (by key id)
-/// as a warning: deployed configuration should hold `sha256:` digests.
+fn non_empty(keys: ApiKeys) -> Result<ApiKeys, ConfigError> {
+    if keys.is_empty() {
+        return Err(ConfigError::NoKeys);
+    }
+    Ok(keys)
+}
+
+/// Reads the API keys from the SSM parameter `name` (a SecureString,
+/// decrypted). Errors name the parameter, never its value.
+pub async fn keys_from_parameter(
+    ssm: &aws_sdk_ssm::Client,
+    name: &str,
+) -> Result<ApiKeys, ConfigError> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| ConfigError::Parameter {
+        name: name.to_owned(),
+        source,
+    };
+    let got = ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| failed(Box::new(e)))?;
+    let value = got
+        .parameter()
+        .and_then(|p| p.value())
+        .ok_or_else(|| failed("the parameter has no value".into()))?;
+    non_empty(ApiKeys::parse(value)?)
+}
+
+/// Reads the configuration, the API keys and builds the store client: once
+/// per cold start, never per request. Plaintext keys work but are logged
+/// (by key id) as a warning: deployed configuration should hold `sha256:`
+/// digests.
 pub async fn state_from_env() -> Result<AppState, ConfigError> {
     let config = LambdaConfig::from_vars(|name| std::env::var(name).ok())?;
-    for id in config.keys.plaintext_ids() {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let keys = match config.keys {
+        KeySource::Inline(keys) => keys,
+        KeySource::Parameter(name) => {
+            keys_from_parameter(&aws_sdk_ssm::Client::new(&sdk), &name).await?
+        }
+    };
+    for id in keys.plaintext_ids() {
         tracing::warn!(
             key_id = id.as_str(),
-            "SYGNO_API_KEYS holds a plaintext key; configure sha256:<hex> instead"
+            "the API keys hold a plaintext key; configure sha256:<hex> instead"
         );
     }
-    let store = DynamoStore::from_env(&config.table).await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table);
     Ok(AppState {
-        keys: Arc::new(config.keys),
+        keys: Arc::new(keys),
         log: Arc::new(store.clone()),
         views: Arc::new(store),
         rebuild: None,

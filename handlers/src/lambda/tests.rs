@@ -142,14 +142,17 @@ fn only_the_named_stage_is_stripped() {
 
 #[test]
 fn configuration_errors_are_clear_and_keep_secrets() {
-    let config = |table: Option<&str>, keys: Option<&str>| {
+    let config_with = |table: Option<&str>, keys: Option<&str>, parameter: Option<&str>| {
         let (table, keys) = (table.map(str::to_owned), keys.map(str::to_owned));
+        let parameter = parameter.map(str::to_owned);
         LambdaConfig::from_vars(move |name| match name {
             "SYGNO_TABLE" => table.clone(),
             "SYGNO_API_KEYS" => keys.clone(),
+            "SYGNO_API_KEYS_PARAMETER" => parameter.clone(),
             _ => None,
         })
     };
+    let config = |table: Option<&str>, keys: Option<&str>| config_with(table, keys, None);
     assert!(matches!(
         config(None, Some("write=k")),
         Err(ConfigError::NoTable)
@@ -171,5 +174,60 @@ fn configuration_errors_are_clear_and_keep_secrets() {
     );
     let ok = config(Some("sygno-prod"), Some("write=k")).expect("valid");
     assert_eq!(ok.table, "sygno-prod");
-    assert!(ok.keys.authenticate(b"k").is_some());
+    assert!(matches!(&ok.keys, KeySource::Inline(keys) if keys.authenticate(b"k").is_some()));
+    let from_ssm = config_with(Some("t"), None, Some("/sygno/prod/api-keys")).expect("valid");
+    assert!(matches!(&from_ssm.keys, KeySource::Parameter(name) if name == "/sygno/prod/api-keys"));
+    assert!(matches!(
+        config_with(Some("t"), Some("write=k"), Some("/p")),
+        Err(ConfigError::BothKeySources)
+    ));
+}
+
+/// Keys from an SSM SecureString on the test server (moto serves SSM too).
+#[tokio::test]
+async fn keys_come_from_an_ssm_secure_string() {
+    let Some(endpoint) = sygno_shared::store::dynamo::testing::endpoint() else {
+        return;
+    };
+    let config = aws_sdk_ssm::Config::builder()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(sygno_shared::store::dynamo::testing::credentials())
+        .build();
+    let ssm = aws_sdk_ssm::Client::from_conf(config);
+    let name = format!("/sygno-test/{}/api-keys", std::process::id());
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"the-write-key"));
+    ssm.put_parameter()
+        .name(&name)
+        .value(format!("write=sha256:{digest},read=s3cret-read"))
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put parameter");
+    let keys = keys_from_parameter(&ssm, &name).await.expect("keys");
+    assert!(keys.authenticate(b"the-write-key").is_some());
+    assert!(keys.authenticate(b"s3cret-read").is_some());
+    assert!(keys.authenticate(b"other").is_none());
+
+    let missing = keys_from_parameter(&ssm, "/sygno-test/none")
+        .await
+        .expect_err("missing");
+    assert!(
+        missing.to_string().contains("/sygno-test/none"),
+        "{missing}"
+    );
+    ssm.put_parameter()
+        .name(&name)
+        .value("wrte=s3cret-typo")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put parameter");
+    let bad = keys_from_parameter(&ssm, &name)
+        .await
+        .expect_err("malformed");
+    assert!(!format!("{bad:?}").contains("s3cret"), "{bad:?}");
 }
