@@ -9,4 +9,5 @@ mod durability;
 mod exact;
 mod helpers;
 mod idempotency;
+mod infra;
 mod rebuild;
