@@ -524,3 +524,71 @@ async fn aggregator_requests_per_event_by_batch_size() {
         }
     }
 }
+
+/// What one commit costs with a full week of 20-field history: the reads
+/// are dominated by the week's hour summaries (printed; the request count
+/// is asserted).
+#[tokio::test]
+async fn one_commit_over_a_week_of_twenty_fields() {
+    let log = RequestLog::default();
+    let Some(client) = testing::client(&log) else {
+        return;
+    };
+    let store = DynamoStore::new(client, &testing::table_name("sygno-agg-week"));
+    store.create_table().await.expect("create");
+    // One summary per hour of the week and per minute of the last hour,
+    // each with 20 fields.
+    let mut summary = Summary::default();
+    for i in 0..20 {
+        let fields = (0..20)
+            .map(|f| (format!("sensor.field_{f:02}"), f64::from(i * f) / 3.0))
+            .collect();
+        summary.record(&fields);
+    }
+    let end_minute = window_end(NOW) / MINUTE_MS;
+    let mut keys: Vec<TierKey> = (0..170)
+        .map(|h| TierKey {
+            generation: 0,
+            tier: Tier::Hour,
+            index: end_minute / 60 - h,
+        })
+        .collect();
+    keys.extend((0..60).map(|m| TierKey {
+        generation: 0,
+        tier: Tier::Minute,
+        index: end_minute - 1 - m,
+    }));
+    let mut state = store.read_state().await.expect("state");
+    for chunk in keys.chunks(MAX_SUMMARIES_PER_COMMIT) {
+        state.version += 1;
+        let summaries: Vec<(TierKey, Summary)> =
+            chunk.iter().map(|k| (*k, summary.clone())).collect();
+        store
+            .commit_state(StateCommit {
+                state: &state,
+                summaries: &summaries,
+                rows: None,
+            })
+            .await
+            .expect("seed");
+    }
+    write(&store, [new_event(1, NOW)]).await;
+    let records = stream_records(&store).await;
+    log.take();
+    log.take_capacity();
+    assert!(failures(&handle(&store, &batch(&records), NOW).await).is_empty());
+    let sent = log.take();
+    let units = log.take_capacity();
+    eprintln!(
+        "one commit over a week of 20 fields: {} requests ({sent:?}), ~{:.1} RCU, ~{:.1} WCU",
+        sent.len(),
+        units.read,
+        units.write
+    );
+    assert_eq!(
+        sent.iter().filter(|s| *s == "TransactWriteItems").count(),
+        1
+    );
+    assert!(sent.len() <= 7, "{sent:?}");
+    assert!(row(&store, ExposeKind::WeekAverage).await["count"].as_u64() > Some(3000));
+}
