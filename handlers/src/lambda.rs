@@ -111,7 +111,7 @@ pub async fn keys_from_parameter(
 /// digests.
 pub async fn state_from_env() -> Result<AppState, ConfigError> {
     let config = LambdaConfig::from_vars(|name| std::env::var(name).ok())?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = sygno_shared::store::dynamo::sdk_config().await;
     let keys = match config.keys {
         KeySource::Inline(keys) => keys,
         KeySource::Parameter(name) => {

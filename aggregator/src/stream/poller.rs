@@ -234,7 +234,7 @@ impl Poller {
 /// one (`AWS_ENDPOINT_URL_DYNAMODB`: a local DynamoDB server serves both),
 /// else `AWS_ENDPOINT_URL`, else AWS's.
 pub async fn streams_client_from_env() -> aws_sdk_dynamodbstreams::Client {
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let config = sygno_shared::store::dynamo::sdk_config().await;
     let mut builder = aws_sdk_dynamodbstreams::config::Builder::from(&config);
     if std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB_STREAMS").is_none() {
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_DYNAMODB") {

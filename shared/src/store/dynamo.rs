@@ -103,6 +103,22 @@ fn event_key(event: &NewEvent) -> (String, String) {
     (log_partition(shard), sk)
 }
 
+/// The standard AWS configuration (environment, profile, instance or
+/// Lambda role), with timeouts: the SDK sets none by default, and a request
+/// that hangs must fail and be retried rather than stall a poller or a
+/// rebuild. Every Sygno client is built from it.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(20))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
+}
+
 /// The partition key of log shard `shard`.
 pub fn log_partition(shard: u8) -> String {
     format!("log#{shard:02}")
@@ -120,8 +136,7 @@ impl DynamoStore {
     /// (region, credentials, and `AWS_ENDPOINT_URL_DYNAMODB` /
     /// `AWS_ENDPOINT_URL` for a local DynamoDB server).
     pub async fn from_env(table: &str) -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        DynamoStore::new(Client::new(&config), table)
+        DynamoStore::new(Client::new(&sdk_config().await), table)
     }
 
     pub fn table(&self) -> &str {
