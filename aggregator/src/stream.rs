@@ -59,12 +59,106 @@ pub struct ApplyError {
     pub error: StoreError,
 }
 
+/// The stream aggregator of one Lambda container or one poller: the store,
+/// and the summaries its last commit rendered the rows from. Those stay
+/// valid while the state item's version is the one committed with them
+/// (summaries change only in commits, and every commit bumps the version),
+/// so while no other shard's invocation commits in between, a commit in the
+/// same minute reads only the state item instead of a week of summaries.
+#[derive(Debug)]
+pub struct Aggregator {
+    store: DynamoStore,
+    rendered: tokio::sync::Mutex<Option<Rendered>>,
+}
+
+/// Stored summaries of one generation by tier and index.
+type Summaries = BTreeMap<(Tier, i64), Summary>;
+
+/// Rendered rows, by kind.
+type Rows = Vec<(ExposeKind, String)>;
+
+/// What the rows were last rendered from.
+#[derive(Debug)]
+struct Rendered {
+    version: u64,
+    generation: u64,
+    end: Millis,
+    /// Every stored summary of the windows' pieces (absent: none stored).
+    summaries: Summaries,
+}
+
+impl Rendered {
+    /// The cache, if it still describes `state` with windows ending at `end`.
+    fn valid_for(held: Option<Rendered>, state: &AggState, end: Millis) -> Option<Rendered> {
+        held.filter(|h| {
+            h.version == state.version && h.generation == state.generation && h.end == end
+        })
+    }
+
+    /// True when `key` lies in the windows' pieces, so its stored summary
+    /// (or its absence) is known.
+    fn covers(&self, key: &TierKey) -> bool {
+        key.generation == self.generation
+            && match key.tier {
+                Tier::Minute => window_pieces(self.end)
+                    .iter()
+                    .any(|p| p.minutes.iter().any(|r| r.contains(&key.index))),
+                Tier::Hour => hours_read(self.end).contains(&key.index),
+            }
+    }
+}
+
+fn window_pieces(end: Millis) -> [Pieces; 2] {
+    [Pieces::of(end, DAY_MS), Pieces::of(end, WEEK_MS)]
+}
+
+/// The hour summaries [`read_window`] reads: the windows' whole hours and
+/// the partial hour at either end (not folded, but the hours new events
+/// land in, so a cached commit need not read them).
+fn hours_read(end: Millis) -> std::ops::Range<i64> {
+    let [day, week] = window_pieces(end);
+    let whole = [day.hours, week.hours]
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end));
+    match whole {
+        Some(hours) => hours.start - 1..hours.end + 1,
+        None => 0..0,
+    }
+}
+
+impl Aggregator {
+    pub fn new(store: DynamoStore) -> Self {
+        Aggregator {
+            store,
+            rendered: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn store(&self) -> &DynamoStore {
+        &self.store
+    }
+
+    /// See [`apply`].
+    pub async fn apply(&self, events: &[StreamEvent], now: Millis) -> Result<Outcome, ApplyError> {
+        let mut rendered = self.rendered.lock().await;
+        apply(&self.store, &mut rendered, events, now).await
+    }
+
+    /// See [`roll`].
+    pub async fn roll(&self, now: Millis) -> Result<bool> {
+        let mut rendered = self.rendered.lock().await;
+        roll(&self.store, &mut rendered, now).await
+    }
+}
+
 /// Applies `events` (in stream order) and re-renders the rows, committing
 /// runs of events that each fit one transaction. Only the last run renders
 /// the rows (rendering reads a week of summaries), and it commits whenever
 /// an earlier run did, so the rows always end up re-rendered.
-pub async fn apply(
+async fn apply(
     store: &DynamoStore,
+    rendered: &mut Option<Rendered>,
     events: &[StreamEvent],
     now: Millis,
 ) -> Result<Outcome, ApplyError> {
@@ -78,7 +172,7 @@ pub async fn apply(
             (true, 0) => Render::IfChanged,
             (true, _) => Render::Always,
         };
-        match commit_run(store, &events[run], now, render).await {
+        match commit_run(store, rendered, &events[run], now, render).await {
             Ok(outcome) => {
                 done.applied += outcome.applied;
                 done.skipped += outcome.skipped;
@@ -110,73 +204,133 @@ enum Render {
 
 async fn commit_run(
     store: &DynamoStore,
+    rendered: &mut Option<Rendered>,
     events: &[StreamEvent],
     now: Millis,
     render_rows: Render,
 ) -> Result<Outcome> {
-    retry_conflicts(|| async {
-        let state = store.read_state().await?;
-        let plan = plan(&state, events);
-        let commit = !plan.is_empty() || render_rows == Render::Always;
-        let outcome = Outcome {
-            applied: plan.applied,
-            skipped: plan.skipped,
-            unreadable: plan.unreadable,
-            commits: usize::from(commit),
-        };
-        if !commit {
-            return Ok(outcome);
+    let mut tries = 0;
+    loop {
+        match commit_attempt(store, rendered, events, now, render_rows).await {
+            Err(StoreError::Conflict(why)) if tries + 1 < COMMIT_ATTEMPTS => {
+                tries += 1;
+                back_off(tries, &why).await;
+            }
+            other => return other,
         }
-        let keys: Vec<TierKey> = plan.deltas.keys().copied().collect();
-        let mut merged = store.read_summaries(&keys).await?;
-        for (key, delta) in &plan.deltas {
-            merged.entry(*key).or_default().merge(delta);
+    }
+}
+
+async fn commit_attempt(
+    store: &DynamoStore,
+    rendered: &mut Option<Rendered>,
+    events: &[StreamEvent],
+    now: Millis,
+    render_rows: Render,
+) -> Result<Outcome> {
+    let state = store.read_state().await?;
+    let plan = plan(&state, events);
+    let commit = !plan.is_empty() || render_rows == Render::Always;
+    let outcome = Outcome {
+        applied: plan.applied,
+        skipped: plan.skipped,
+        unreadable: plan.unreadable,
+        commits: usize::from(commit),
+    };
+    if !commit {
+        return Ok(outcome);
+    }
+    let end = window_end(now).max(state.rendered_end);
+    let cached = Rendered::valid_for(rendered.take(), &state, end);
+    let (known, unknown): (Vec<TierKey>, Vec<TierKey>) = plan
+        .deltas
+        .keys()
+        .partition(|k| cached.as_ref().is_some_and(|c| c.covers(k)));
+    let mut merged = store.read_summaries(&unknown).await?;
+    if let Some(cached) = &cached {
+        for key in known {
+            if let Some(summary) = cached.summaries.get(&(key.tier, key.index)) {
+                merged.insert(key, summary.clone());
+            }
         }
-        let mut next = plan.state;
-        next.version = state.version + 1;
-        let rows = if render_rows == Render::Never {
-            None
-        } else {
-            let end = window_end(now).max(state.rendered_end);
-            next.rendered_end = end;
-            Some(render(store, &next, &merged, end).await?)
+    }
+    for (key, delta) in &plan.deltas {
+        merged.entry(*key).or_default().merge(delta);
+    }
+    let mut next = plan.state;
+    next.version = state.version + 1;
+    let (rows, window) = if render_rows == Render::Never {
+        (None, None)
+    } else {
+        next.rendered_end = end;
+        let stored = match cached {
+            Some(cached) => cached.summaries,
+            None => read_window(store, next.generation, end).await?,
         };
-        let summaries: Vec<(TierKey, Summary)> = merged.into_iter().collect();
-        store
-            .commit_state(StateCommit {
-                state: &next,
-                summaries: &summaries,
-                rows: rows.as_deref(),
-            })
-            .await?;
-        Ok(outcome)
-    })
-    .await
+        let (rows, window) = render_from(&next, stored, &merged, end);
+        (Some(rows), Some(window))
+    };
+    let summaries: Vec<(TierKey, Summary)> = merged.into_iter().collect();
+    store
+        .commit_state(StateCommit {
+            state: &next,
+            summaries: &summaries,
+            rows: rows.as_deref(),
+        })
+        .await?;
+    *rendered = window.map(|summaries| Rendered {
+        version: next.version,
+        generation: next.generation,
+        end,
+        summaries,
+    });
+    Ok(outcome)
 }
 
 /// Re-renders the rows if the windows moved past the stored ones (no
 /// events needed). Returns whether it committed.
-pub async fn roll(store: &DynamoStore, now: Millis) -> Result<bool> {
-    let end = window_end(now);
-    retry_conflicts(|| async {
-        let state = store.read_state().await?;
-        if state.rendered_end >= end {
-            return Ok(false);
+async fn roll(store: &DynamoStore, rendered: &mut Option<Rendered>, now: Millis) -> Result<bool> {
+    let mut tries = 0;
+    loop {
+        match roll_attempt(store, rendered, window_end(now)).await {
+            Err(StoreError::Conflict(why)) if tries + 1 < COMMIT_ATTEMPTS => {
+                tries += 1;
+                back_off(tries, &why).await;
+            }
+            other => return other,
         }
-        let mut next = state.clone();
-        next.version += 1;
-        next.rendered_end = end;
-        let rows = render(store, &next, &HashMap::new(), end).await?;
-        store
-            .commit_state(StateCommit {
-                state: &next,
-                summaries: &[],
-                rows: Some(&rows),
-            })
-            .await?;
-        Ok(true)
-    })
-    .await
+    }
+}
+
+async fn roll_attempt(
+    store: &DynamoStore,
+    rendered: &mut Option<Rendered>,
+    end: Millis,
+) -> Result<bool> {
+    let state = store.read_state().await?;
+    if state.rendered_end >= end {
+        return Ok(false);
+    }
+    let mut next = state.clone();
+    next.version += 1;
+    next.rendered_end = end;
+    *rendered = None;
+    let stored = read_window(store, next.generation, end).await?;
+    let (rows, window) = render_from(&next, stored, &HashMap::new(), end);
+    store
+        .commit_state(StateCommit {
+            state: &next,
+            summaries: &[],
+            rows: Some(&rows),
+        })
+        .await?;
+    *rendered = Some(Rendered {
+        version: next.version,
+        generation: next.generation,
+        end,
+        summaries: window,
+    });
+    Ok(true)
 }
 
 /// Runs `attempt` again while it fails with a conflict, with jittered
@@ -191,27 +345,38 @@ where
         match attempt().await {
             Err(StoreError::Conflict(why)) if tries + 1 < COMMIT_ATTEMPTS => {
                 tries += 1;
-                tracing::debug!(%why, tries, "aggregate commit conflicted; retrying");
-                let jitter = rand::rng().random_range(0..10 * u64::from(tries.min(10)) + 5);
-                tokio::time::sleep(Duration::from_millis(jitter)).await;
+                back_off(tries, &why).await;
             }
             other => return other,
         }
     }
 }
 
+/// The pause before the `tries`th retry of a conflicted commit.
+async fn back_off(tries: u32, why: &str) {
+    tracing::debug!(%why, tries, "aggregate commit conflicted; retrying");
+    let jitter = rand::rng().random_range(0..10 * u64::from(tries.min(10)) + 5);
+    tokio::time::sleep(Duration::from_millis(jitter)).await;
+}
+
 /// The five rows of `state`'s live generation with windows ending at
-/// `end`; `fresh` holds summaries about to be committed, which win over
-/// the stored ones.
+/// `end`, read from the store (`fresh`: summaries about to be committed,
+/// which win over the stored ones).
 pub(crate) async fn render(
     store: &DynamoStore,
     state: &AggState,
     fresh: &HashMap<TierKey, Summary>,
     end: Millis,
-) -> Result<Vec<(ExposeKind, String)>> {
-    let generation = state.generation;
-    let windows = [Pieces::of(end, DAY_MS), Pieces::of(end, WEEK_MS)];
-    let mut stored: BTreeMap<(Tier, i64), Summary> = BTreeMap::new();
+) -> Result<Rows> {
+    let stored = read_window(store, state.generation, end).await?;
+    Ok(render_from(state, stored, fresh, end).0)
+}
+
+/// Every stored summary of `generation` in the pieces of the windows
+/// ending at `end`: up to three minute ranges and one hour range.
+async fn read_window(store: &DynamoStore, generation: u64, end: Millis) -> Result<Summaries> {
+    let windows = window_pieces(end);
+    let mut stored = BTreeMap::new();
     let mut minute_ranges: Vec<std::ops::Range<i64>> =
         windows.iter().flat_map(|w| w.minutes.clone()).collect();
     minute_ranges.sort_by_key(|r| (r.start, r.end));
@@ -224,18 +389,26 @@ pub(crate) async fn render(
             stored.insert((Tier::Minute, index), summary);
         }
     }
-    let hours = windows
-        .iter()
-        .map(|w| w.hours.clone())
-        .filter(|r| !r.is_empty())
-        .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end));
-    if let Some(hours) = hours {
-        for (index, summary) in store.query_summaries(generation, Tier::Hour, hours).await? {
-            stored.insert((Tier::Hour, index), summary);
-        }
+    for (index, summary) in store
+        .query_summaries(generation, Tier::Hour, hours_read(end))
+        .await?
+    {
+        stored.insert((Tier::Hour, index), summary);
     }
+    Ok(stored)
+}
+
+/// The rows from `stored` with `fresh` laid over it; also returns the
+/// summaries of the windows' pieces as they will be once committed.
+fn render_from(
+    state: &AggState,
+    mut stored: Summaries,
+    fresh: &HashMap<TierKey, Summary>,
+    end: Millis,
+) -> (Rows, Summaries) {
+    let windows = window_pieces(end);
     for (key, summary) in fresh {
-        if key.generation == generation {
+        if key.generation == state.generation {
             stored.insert((key.tier, key.index), summary.clone());
         }
     }
@@ -254,13 +427,14 @@ pub(crate) async fn render(
         out
     };
     let latest = state.latest.as_ref().map(|l| l.to_latest());
-    Ok(render_rows_with(end, latest.as_ref(), |span| {
+    let rows = render_rows_with(end, latest.as_ref(), |span| {
         if span == DAY_MS {
             fold(&windows[0])
         } else {
             fold(&windows[1])
         }
-    }))
+    });
+    (rows, stored)
 }
 
 #[cfg(test)]

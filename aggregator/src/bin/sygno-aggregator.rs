@@ -6,6 +6,7 @@
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use sygno_aggregator::stream::lambda::handle;
+use sygno_aggregator::stream::Aggregator;
 use sygno_shared::store::dynamo::DynamoStore;
 
 #[tokio::main]
@@ -13,11 +14,11 @@ async fn main() -> Result<(), Error> {
     sygno_shared::telemetry::init(true);
     let table = std::env::var("SYGNO_TABLE").map_err(|_| "SYGNO_TABLE is not set")?;
     // One client per cold start, shared by every invocation.
-    let store = DynamoStore::from_env(&table).await;
-    let store = &store;
+    let aggregator = Aggregator::new(DynamoStore::from_env(&table).await);
+    let aggregator = &aggregator;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now = chrono::Utc::now().timestamp_millis();
-        Ok::<Value, Error>(handle(store, &event.payload, now).await)
+        Ok::<Value, Error>(handle(aggregator, &event.payload, now).await)
     }))
     .await
 }

@@ -16,15 +16,14 @@
 //! applied meanwhile.
 
 use crate::stream::records::{decode, Record};
-use crate::stream::{apply, roll};
+use crate::stream::Aggregator;
 use serde_json::{json, Value};
 use sygno_shared::domain::time::Millis;
-use sygno_shared::store::dynamo::DynamoStore;
 
 /// Handles one invocation; never fails (failures are reported per record).
-pub async fn handle(store: &DynamoStore, payload: &Value, now: Millis) -> Value {
+pub async fn handle(aggregator: &Aggregator, payload: &Value, now: Millis) -> Value {
     let Some(records) = payload.get("Records").and_then(Value::as_array) else {
-        return match roll(store, now).await {
+        return match aggregator.roll(now).await {
             Ok(rolled) => json!({ "rolled": rolled }),
             Err(e) => {
                 tracing::error!(error.cause_chain = ?e, "rolling the windows failed");
@@ -51,7 +50,7 @@ pub async fn handle(store: &DynamoStore, payload: &Value, now: Millis) -> Value 
     if poison > 0 {
         emit_metric("PoisonRecords", poison);
     }
-    match apply(store, &events, now).await {
+    match aggregator.apply(&events, now).await {
         Ok(outcome) => {
             tracing::info!(
                 records = records.len(),

@@ -13,7 +13,7 @@
 //! GetRecords calls per second per shard.
 
 use crate::stream::records::{decode, from_streams_api, Record};
-use crate::stream::{apply, roll};
+use crate::stream::Aggregator;
 use crate::worker::Clock;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,7 +43,7 @@ struct Cursor {
 /// Reads the table's stream.
 #[derive(Debug)]
 pub struct Poller {
-    store: DynamoStore,
+    aggregator: Aggregator,
     streams: aws_sdk_dynamodbstreams::Client,
     stream_arn: String,
     /// Open shards by id.
@@ -78,7 +78,7 @@ impl Poller {
             })?
             .to_owned();
         Ok(Poller {
-            store,
+            aggregator: Aggregator::new(store),
             streams,
             stream_arn,
             cursors: BTreeMap::new(),
@@ -202,7 +202,8 @@ impl Poller {
                 })
                 .collect();
             if !events.is_empty() {
-                apply(&self.store, &events, now)
+                self.aggregator
+                    .apply(&events, now)
                     .await
                     .map_err(|e| e.error)?;
             }
@@ -256,7 +257,7 @@ pub async fn run(mut poller: Poller, clock: Clock, mut stop: watch::Receiver<boo
             Ok(0) => {
                 let end = window_end(now);
                 if end > poller.rolled_end {
-                    match roll(&poller.store, now).await {
+                    match poller.aggregator.roll(now).await {
                         Ok(_) => poller.rolled_end = end,
                         Err(e) => {
                             tracing::error!(error.cause_chain = ?e, "rolling the windows failed")

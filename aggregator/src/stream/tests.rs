@@ -202,22 +202,23 @@ async fn a_batch_counts_once_however_often_and_however_split_it_is_delivered() {
     let Some((store, _)) = fresh_store("sygno-agg").await else {
         return;
     };
+    let agg = Aggregator::new(store.clone());
     let events: Vec<NewEvent> = (0..60).map(|i| new_event(i, NOW - 1_000)).collect();
     write(&store, events.clone()).await;
     let records = stream_records(&store).await;
     assert_eq!(records.len(), 60);
 
-    let response = handle(&store, &batch(&records), NOW).await;
+    let response = handle(&agg, &batch(&records), NOW).await;
     assert!(failures(&response).is_empty(), "{response}");
     let expected = reference_rows(&events, window_end(NOW));
     assert_rows_match(&rows(&store).await, &expected);
     let state = store.read_state().await.expect("state");
 
     // Redelivered whole, bisected, and from a middle record on.
-    handle(&store, &batch(&records), NOW).await;
-    handle(&store, &batch(&records[..30]), NOW).await;
-    handle(&store, &batch(&records[30..]), NOW).await;
-    handle(&store, &batch(&records[17..44]), NOW).await;
+    handle(&agg, &batch(&records), NOW).await;
+    handle(&agg, &batch(&records[..30]), NOW).await;
+    handle(&agg, &batch(&records[30..]), NOW).await;
+    handle(&agg, &batch(&records[17..44]), NOW).await;
     assert_eq!(
         store.read_state().await.expect("state"),
         state,
@@ -231,6 +232,7 @@ async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
     let Some((source, _)) = fresh_store("sygno-agg").await else {
         return;
     };
+    let source_agg = Aggregator::new(source.clone());
     let events: Vec<NewEvent> = (0..120).map(|i| new_event(i, NOW - 5_000)).collect();
     write(&source, events.clone()).await;
     let records = stream_records(&source).await;
@@ -247,6 +249,7 @@ async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
         let Some((store, _)) = fresh_store("sygno-agg-order").await else {
             return;
         };
+        let agg = Aggregator::new(store.clone());
         // Batches of 7 from each shard, interleaved at random but each
         // shard in order; some batches delivered twice.
         let mut order: Vec<bool> = std::iter::repeat_n(true, a.len().div_ceil(7))
@@ -257,9 +260,9 @@ async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
         for from_a in order {
             let chunk = if from_a { next_a.next() } else { next_b.next() };
             let chunk = chunk.expect("a batch");
-            assert!(failures(&handle(&store, &batch(chunk), NOW).await).is_empty());
+            assert!(failures(&handle(&agg, &batch(chunk), NOW).await).is_empty());
             if seed == 1 {
-                handle(&store, &batch(chunk), NOW).await;
+                handle(&agg, &batch(chunk), NOW).await;
             }
         }
         assert_rows_match(&rows(&store).await, &expected);
@@ -270,11 +273,12 @@ async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
     let Some((store, _)) = fresh_store("sygno-agg-parallel").await else {
         return;
     };
+    // Each shard in its own container: two aggregators, two caches.
     let run = |shard: Vec<Value>| {
-        let store = store.clone();
+        let agg = Aggregator::new(store.clone());
         async move {
             for chunk in shard.chunks(5) {
-                assert!(failures(&handle(&store, &batch(chunk), NOW).await).is_empty());
+                assert!(failures(&handle(&agg, &batch(chunk), NOW).await).is_empty());
             }
         }
     };
@@ -283,7 +287,7 @@ async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
     assert_rows_match(&parallel, &expected);
 
     // A rebuild from the log gives the same rows.
-    assert!(failures(&handle(&source, &batch(&records), NOW).await).is_empty());
+    assert!(failures(&handle(&source_agg, &batch(&records), NOW).await).is_empty());
     let clock: Clock = Arc::new(|| NOW);
     let options = Options {
         margin: Duration::ZERO,
@@ -302,12 +306,13 @@ async fn a_poison_record_is_reported_and_the_rest_applied() {
     let Some((store, _)) = fresh_store("sygno-agg").await else {
         return;
     };
+    let agg = Aggregator::new(store.clone());
     let events: Vec<NewEvent> = (0..10).map(|i| new_event(i, NOW - 1_000)).collect();
     write(&store, events.clone()).await;
     let mut records = stream_records(&store).await;
     records[4]["dynamodb"]["NewImage"]["event_time"] = json!({"S": "not a number"});
     let poisoned = records[4]["dynamodb"]["SequenceNumber"].clone();
-    let response = handle(&store, &batch(&records), NOW).await;
+    let response = handle(&agg, &batch(&records), NOW).await;
     assert_eq!(failures(&response), [poisoned.as_str().unwrap_or("")]);
     let mut rest = events.clone();
     rest.remove(4);
@@ -321,7 +326,10 @@ async fn a_failed_commit_reports_the_first_event_not_committed() {
     };
     write(&store, (0..3).map(|i| new_event(i, NOW))).await;
     let records = stream_records(&store).await;
-    let missing = DynamoStore::new(store.client().clone(), "sygno-no-such-table");
+    let missing = Aggregator::new(DynamoStore::new(
+        store.client().clone(),
+        "sygno-no-such-table",
+    ));
     let response = handle(&missing, &batch(&records), NOW).await;
     assert_eq!(
         failures(&response),
@@ -336,13 +344,14 @@ async fn own_writes_in_the_stream_are_ignored_and_windows_roll_on_schedule() {
     let Some((store, _)) = fresh_store("sygno-agg").await else {
         return;
     };
+    let agg = Aggregator::new(store.clone());
     write(&store, (0..5).map(|i| new_event(i, NOW))).await;
-    handle(&store, &batch(&stream_records(&store).await), NOW).await;
+    handle(&agg, &batch(&stream_records(&store).await), NOW).await;
     let state = store.read_state().await.expect("state");
     // The stream now also holds the aggregator's own items.
     let all = stream_records(&store).await;
     assert!(all.len() > 5);
-    handle(&store, &batch(&all), NOW).await;
+    handle(&agg, &batch(&all), NOW).await;
     assert_eq!(store.read_state().await.expect("state"), state);
 
     let day = row(&store, ExposeKind::DayAverage).await;
@@ -350,14 +359,14 @@ async fn own_writes_in_the_stream_are_ignored_and_windows_roll_on_schedule() {
     // A scheduled invocation 25 hours on: the events left the 24 h window.
     let later = NOW + 25 * 3_600_000;
     assert_eq!(
-        handle(&store, &json!({"source": "aws.events"}), later).await,
+        handle(&agg, &json!({"source": "aws.events"}), later).await,
         json!({"rolled": true})
     );
     let day = row(&store, ExposeKind::DayAverage).await;
     assert_eq!(day["count"], 0);
     assert_eq!(row(&store, ExposeKind::WeekAverage).await["count"], 5);
     assert_eq!(
-        handle(&store, &json!({}), later).await,
+        handle(&agg, &json!({}), later).await,
         json!({"rolled": false})
     );
 }
@@ -486,6 +495,7 @@ async fn aggregator_requests_per_event_by_batch_size() {
             return;
         };
         let store = DynamoStore::new(client, &testing::table_name("sygno-agg-count"));
+        let agg = Aggregator::new(store.clone());
         store.create_table().await.expect("create");
         let total = batch_size.clamp(100, 1000);
         // Events in the current minute, as a live stream mostly is.
@@ -498,7 +508,7 @@ async fn aggregator_requests_per_event_by_batch_size() {
         log.take();
         log.take_capacity();
         for chunk in records.chunks(batch_size) {
-            assert!(failures(&handle(&store, &batch(chunk), NOW).await).is_empty());
+            assert!(failures(&handle(&agg, &batch(chunk), NOW).await).is_empty());
         }
         let sent = log.take();
         let units = log.take_capacity();
@@ -535,6 +545,7 @@ async fn one_commit_over_a_week_of_twenty_fields() {
         return;
     };
     let store = DynamoStore::new(client, &testing::table_name("sygno-agg-week"));
+    let agg = Aggregator::new(store.clone());
     store.create_table().await.expect("create");
     // One summary per hour of the week and per minute of the last hour,
     // each with 20 fields.
@@ -576,7 +587,7 @@ async fn one_commit_over_a_week_of_twenty_fields() {
     let records = stream_records(&store).await;
     log.take();
     log.take_capacity();
-    assert!(failures(&handle(&store, &batch(&records), NOW).await).is_empty());
+    assert!(failures(&handle(&agg, &batch(&records), NOW).await).is_empty());
     let sent = log.take();
     let units = log.take_capacity();
     eprintln!(
@@ -591,4 +602,40 @@ async fn one_commit_over_a_week_of_twenty_fields() {
     );
     assert!(sent.len() <= 7, "{sent:?}");
     assert!(row(&store, ExposeKind::WeekAverage).await["count"].as_u64() > Some(3000));
+
+    // The next commit in the same minute, by the same container, of an
+    // event in the current hour, renders from what the first one read: only
+    // the state item is read. (An older event's minute costs one BatchGetItem.)
+    write(
+        &store,
+        [NewEvent {
+            event_time: NOW - 1_000,
+            ..new_event(2, NOW)
+        }],
+    )
+    .await;
+    let records = stream_records(&store).await;
+    log.take();
+    log.take_capacity();
+    assert!(failures(&handle(&agg, &batch(&records), NOW).await).is_empty());
+    let sent = log.take();
+    let units = log.take_capacity();
+    eprintln!(
+        "the next commit, same minute: {} requests ({sent:?}), ~{:.1} RCU, ~{:.1} WCU",
+        sent.len(),
+        units.read,
+        units.write
+    );
+    assert_eq!(sent, ["GetItem", "TransactWriteItems"]);
+    // It rendered what a cold container renders from the store.
+    let warm = rows(&store).await;
+    let state = store.read_state().await.expect("state");
+    let cold = render(&store, &state, &HashMap::new(), state.rendered_end)
+        .await
+        .expect("render");
+    let cold: Vec<Value> = cold
+        .iter()
+        .map(|(_, doc)| serde_json::from_str(doc).expect("json"))
+        .collect();
+    assert_eq!(warm, cold);
 }
