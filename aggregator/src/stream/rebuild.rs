@@ -19,10 +19,13 @@
 //!    commit. Stream records of events received at or before `c` that
 //!    arrive later are then skipped: the rebuild counted them.
 //!
-//! Each event is therefore counted once in `g`. The old generation's items
-//! stay in the table (they are small; see the operators' notes). A rebuild
-//! that dies leaves its generation unfinished and the state marked: the
-//! next one refuses to start unless forced, and never reuses a generation.
+//! 6. It deletes the summaries of every older generation (the one it
+//!    replaced, and any a dead rebuild left half-built): after the switch no
+//!    commit can write them, since every commit re-reads the state.
+//!
+//! Each event is therefore counted once in `g`. A rebuild that dies leaves
+//! its generation unfinished and the state marked: the next one refuses to
+//! start unless forced, and never reuses a generation.
 
 use crate::control::{RebuildRequests, RebuildState};
 use crate::stream::{render, retry_conflicts};
@@ -94,6 +97,8 @@ pub enum Progress {
     Read(u64),
     /// Summaries merged so far, of the total.
     Merged(usize, usize),
+    /// Generation `g` is live; older generations' summaries deleted.
+    Cleaned { deleted: usize },
 }
 
 /// Rebuilds every aggregate from the log (see the module docs).
@@ -129,6 +134,11 @@ pub async fn rebuild(
         progress(Progress::Merged(merged, total));
     }
     switch(store, clock, generation, cut, latest).await?;
+    let mut deleted = 0;
+    for old in 0..generation {
+        deleted += store.delete_generation(old).await?;
+    }
+    progress(Progress::Cleaned { deleted });
     Ok(Report {
         generation,
         events,

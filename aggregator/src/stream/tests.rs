@@ -431,6 +431,19 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
     let state = store.read_state().await.expect("state");
     assert_eq!(state.generation, report.generation);
     assert!(state.next.is_none());
+    // The replaced generation is gone.
+    assert!(matches!(seen.last(), Some(Progress::Cleaned { deleted }) if *deleted > 0));
+    for tier in [Tier::Minute, Tier::Hour] {
+        let left = store
+            .query_summaries(0, tier, i64::MIN..i64::MAX)
+            .await
+            .expect("query");
+        assert!(
+            left.is_empty(),
+            "{} {tier:?} summaries of generation 0 left",
+            left.len()
+        );
+    }
     assert_rows_match(
         &rows(&store).await,
         &reference_rows(&events, state.rendered_end),

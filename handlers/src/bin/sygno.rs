@@ -258,6 +258,9 @@ async fn run_dynamo_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
             eprintln!("rebuild: {read} events read");
         }
         Progress::Read(_) => {}
+        Progress::Cleaned { deleted } => {
+            eprintln!("rebuild: switched over; {deleted} summaries of older generations deleted")
+        }
         Progress::Merged(done, total) => {
             if done == total || last_report.elapsed().as_millis() >= 500 {
                 last_report = Instant::now();

@@ -36,7 +36,9 @@ use crate::store::codec::{decode_summary, encode_summary};
 use crate::store::{Result, StoreError};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, KeysAndAttributes, Put, TransactWriteItem, WriteRequest,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -370,6 +372,73 @@ impl DynamoStore {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Deletes every summary of `generation` (both tiers); returns how many.
+    /// For generations no commit can reach any more (a rebuild replaced
+    /// them): nothing guards against deleting a live one.
+    pub async fn delete_generation(&self, generation: u64) -> Result<usize> {
+        let mut deleted = 0;
+        for tier in [Tier::Minute, Tier::Hour] {
+            let mut start: Option<Item> = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&*self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(tier_pk(generation, tier)))
+                    .projection_expression("pk, sk")
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                let keys = page.items.unwrap_or_default();
+                for chunk in keys.chunks(25) {
+                    self.delete_keys(chunk).await?;
+                    deleted += chunk.len();
+                }
+                match page.last_evaluated_key {
+                    Some(key) if !key.is_empty() => start = Some(key),
+                    _ => break,
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// One BatchWriteItem of deletes (at most 25 keys), retrying what the
+    /// service leaves unprocessed.
+    async fn delete_keys(&self, keys: &[Item]) -> Result<()> {
+        let mut requests: Vec<WriteRequest> = keys
+            .iter()
+            .map(|key| {
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(key.clone()))
+                    .build()
+                    .map_err(unavailable)?;
+                Ok(WriteRequest::builder().delete_request(delete).build())
+            })
+            .collect::<Result<_>>()?;
+        let mut attempt = 0u64;
+        while !requests.is_empty() {
+            let done = self
+                .client
+                .batch_write_item()
+                .request_items(&*self.table, requests)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            requests = done
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&*self.table))
+                .unwrap_or_default();
+            if !requests.is_empty() {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt.min(20))).await;
+            }
+        }
+        Ok(())
     }
 
     /// One page of log shard `shard`'s events, for a rebuild. Pass the
