@@ -211,12 +211,9 @@ async fn commit_run(
 ) -> Result<Outcome> {
     let mut tries = 0;
     loop {
-        match commit_attempt(store, rendered, events, now, render_rows).await {
-            Err(StoreError::Conflict(why)) if tries + 1 < COMMIT_ATTEMPTS => {
-                tries += 1;
-                back_off(tries, &why).await;
-            }
-            other => return other,
+        let result = commit_attempt(store, rendered, events, now, render_rows).await;
+        if !retry_after(&result, &mut tries).await {
+            return result;
         }
     }
 }
@@ -292,12 +289,9 @@ async fn commit_attempt(
 async fn roll(store: &DynamoStore, rendered: &mut Option<Rendered>, now: Millis) -> Result<bool> {
     let mut tries = 0;
     loop {
-        match roll_attempt(store, rendered, window_end(now)).await {
-            Err(StoreError::Conflict(why)) if tries + 1 < COMMIT_ATTEMPTS => {
-                tries += 1;
-                back_off(tries, &why).await;
-            }
-            other => return other,
+        let result = roll_attempt(store, rendered, window_end(now)).await;
+        if !retry_after(&result, &mut tries).await {
+            return result;
         }
     }
 }
@@ -342,21 +336,29 @@ where
 {
     let mut tries = 0;
     loop {
-        match attempt().await {
-            Err(StoreError::Conflict(why)) if tries + 1 < COMMIT_ATTEMPTS => {
-                tries += 1;
-                back_off(tries, &why).await;
-            }
-            other => return other,
+        let result = attempt().await;
+        if !retry_after(&result, &mut tries).await {
+            return result;
         }
     }
 }
 
-/// The pause before the `tries`th retry of a conflicted commit.
-async fn back_off(tries: u32, why: &str) {
-    tracing::debug!(%why, tries, "aggregate commit conflicted; retrying");
-    let jitter = rand::rng().random_range(0..10 * u64::from(tries.min(10)) + 5);
+/// Whether to try a commit again after `result`: yes after a conflict,
+/// while attempts remain, once a jittered pause has passed. (The commits
+/// that keep a render cache loop on this themselves: a closure lending
+/// them the cache would not be `Send`.)
+async fn retry_after<T>(result: &Result<T>, tries: &mut u32) -> bool {
+    let Err(StoreError::Conflict(why)) = result else {
+        return false;
+    };
+    if *tries + 1 >= COMMIT_ATTEMPTS {
+        return false;
+    }
+    *tries += 1;
+    tracing::debug!(%why, tries = *tries, "aggregate commit conflicted; retrying");
+    let jitter = rand::rng().random_range(0..10 * u64::from((*tries).min(10)) + 5);
     tokio::time::sleep(Duration::from_millis(jitter)).await;
+    true
 }
 
 /// The five rows of `state`'s live generation with windows ending at

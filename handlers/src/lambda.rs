@@ -11,7 +11,6 @@ use crate::routes::{app, AppState};
 use axum::http::{Request, Uri};
 use axum::Router;
 use lambda_http::request::RequestContext;
-use std::sync::Arc;
 use sygno_shared::domain::auth::ApiKeys;
 use sygno_shared::store::dynamo::DynamoStore;
 use tower::util::MapRequest;
@@ -125,12 +124,7 @@ pub async fn state_from_env() -> Result<AppState, ConfigError> {
         );
     }
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table);
-    Ok(AppState {
-        keys: Arc::new(keys),
-        log: Arc::new(store.clone()),
-        views: Arc::new(store),
-        rebuild: None,
-    })
+    Ok(AppState::on_store(keys, store, None))
 }
 
 /// The router as a Lambda HTTP service.

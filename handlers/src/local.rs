@@ -56,12 +56,7 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker::run(worker, Arc::clone(&clock), requests, stopped));
 
-    let state = AppState {
-        keys: Arc::new(keys),
-        log: Arc::new(store.clone()),
-        views: Arc::new(store),
-        rebuild: Some(rebuild),
-    };
+    let state = AppState::on_store(keys, store, Some(rebuild));
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
@@ -96,12 +91,7 @@ pub async fn serve_dynamo(
         rebuild_options,
         requests,
     ));
-    let state = AppState {
-        keys: Arc::new(keys),
-        log: Arc::new(store.clone()),
-        views: Arc::new(store),
-        rebuild: Some(rebuild),
-    };
+    let state = AppState::on_store(keys, store, Some(rebuild));
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -57,26 +57,7 @@ pub struct Poller {
 impl Poller {
     /// Finds the table's stream.
     pub async fn new(store: DynamoStore, streams: aws_sdk_dynamodbstreams::Client) -> Result<Self> {
-        let described = store
-            .client()
-            .describe_table()
-            .table_name(store.table())
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let stream_arn = described
-            .table()
-            .and_then(|t| t.latest_stream_arn())
-            .ok_or_else(|| {
-                StoreError::Unavailable(
-                    format!(
-                        "table {} has no stream (sygno table create adds it)",
-                        store.table()
-                    )
-                    .into(),
-                )
-            })?
-            .to_owned();
+        let stream_arn = store.stream_arn().await?;
         Ok(Poller {
             aggregator: Aggregator::new(store),
             streams,

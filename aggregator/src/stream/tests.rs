@@ -58,16 +58,7 @@ async fn write(store: &DynamoStore, events: impl IntoIterator<Item = NewEvent>) 
 /// Every record of the table's stream, as Lambda delivers them.
 async fn stream_records(store: &DynamoStore) -> Vec<Value> {
     let streams = streams_client().expect("streams client");
-    let arn = store
-        .client()
-        .describe_table()
-        .table_name(store.table())
-        .send()
-        .await
-        .expect("describe")
-        .table
-        .and_then(|t| t.latest_stream_arn)
-        .expect("stream");
+    let arn = store.stream_arn().await.expect("stream");
     let shards = streams
         .describe_stream()
         .stream_arn(&arn)

@@ -5,6 +5,7 @@
 use super::*;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use sygno_aggregator::worker::Worker;
 use sygno_shared::store::embedded::EmbeddedStore;
 use sygno_shared::store::{AggregateStore, ChangeFeed};
@@ -30,12 +31,7 @@ fn harness() -> Harness {
         format!("r-{}", std::process::id()),
     );
     let keys = ApiKeys::parse(&format!("write={write_key},read={read_key}")).expect("keys");
-    let service = service(AppState {
-        keys: Arc::new(keys),
-        log: Arc::new(store.clone()),
-        views: Arc::new(store.clone()),
-        rebuild: None,
-    });
+    let service = service(AppState::on_store(keys, store.clone(), None));
     Harness {
         _dir: dir,
         store,

@@ -45,6 +45,21 @@ pub struct AppState {
     pub rebuild: Option<RebuildHandle>,
 }
 
+impl AppState {
+    /// The state of a process whose one store is both the log and the rows.
+    pub fn on_store<S>(keys: ApiKeys, store: S, rebuild: Option<RebuildHandle>) -> Self
+    where
+        S: EventLog + ViewStore + Clone + 'static,
+    {
+        AppState {
+            keys: Arc::new(keys),
+            log: Arc::new(store.clone()),
+            views: Arc::new(store),
+            rebuild,
+        }
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")

@@ -219,6 +219,30 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// The ARN of the table's stream (the aggregator's input).
+    pub async fn stream_arn(&self) -> Result<String> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(&*self.table)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        described
+            .table()
+            .and_then(|t| t.latest_stream_arn())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                StoreError::Unavailable(
+                    format!(
+                        "table {} has no stream (sygno table create adds it)",
+                        self.table
+                    )
+                    .into(),
+                )
+            })
+    }
+
     async fn wait_until_active(&self) -> Result<()> {
         for _ in 0..120 {
             let described = self

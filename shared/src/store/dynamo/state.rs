@@ -345,33 +345,28 @@ impl DynamoStore {
         tier: Tier,
         range: Range<i64>,
     ) -> Result<Vec<(i64, Summary)>> {
-        let mut out = Vec::new();
         if range.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&*self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(tier_pk(generation, tier)))
-                .expression_attribute_values(":from", s(index_sk(range.start)))
-                .expression_attribute_values(":to", s(index_sk(range.end - 1)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items.unwrap_or_default() {
-                out.push((index_of(get_s(&item, SK)?)?, summary_of(&item)?));
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(out),
-            }
-        }
+        let items = self
+            .client
+            .query()
+            .table_name(&*self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(tier_pk(generation, tier)))
+            .expression_attribute_values(":from", s(index_sk(range.start)))
+            .expression_attribute_values(":to", s(index_sk(range.end - 1)))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        items
+            .iter()
+            .map(|item| Ok((index_of(get_s(item, SK)?)?, summary_of(item)?)))
+            .collect()
     }
 
     /// Deletes every summary of `generation` (both tiers); returns how many.
@@ -380,28 +375,22 @@ impl DynamoStore {
     pub async fn delete_generation(&self, generation: u64) -> Result<usize> {
         let mut deleted = 0;
         for tier in [Tier::Minute, Tier::Hour] {
-            let mut start: Option<Item> = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&*self.table)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", s(tier_pk(generation, tier)))
-                    .projection_expression("pk, sk")
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                let keys = page.items.unwrap_or_default();
-                for chunk in keys.chunks(25) {
-                    self.delete_keys(chunk).await?;
-                    deleted += chunk.len();
-                }
-                match page.last_evaluated_key {
-                    Some(key) if !key.is_empty() => start = Some(key),
-                    _ => break,
-                }
+            let keys = self
+                .client
+                .query()
+                .table_name(&*self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(tier_pk(generation, tier)))
+                .projection_expression("pk, sk")
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(unavailable)?;
+            for chunk in keys.chunks(25) {
+                self.delete_keys(chunk).await?;
+                deleted += chunk.len();
             }
         }
         Ok(deleted)
