@@ -2,24 +2,21 @@
 //! materialized rows that `expose` serves, and rebuilds them from the log.
 //!
 //! # Layout
-//! - [`worker`]: [`Worker::step`] applies one batch of the feed and commits
-//!   its bucket updates, rows and checkpoint in one transaction;
-//!   [`worker::run`] drives steps from change notifications and the clock
-//!   (windows roll forward every minute even when no events arrive).
-//! - [`rebuild`]: recomputes every aggregate from the whole log.
-//! - [`stream`]: the same fold for the DynamoDB store, fed by DynamoDB
-//!   Streams (the `sygno-aggregator` Lambda function, or a local poller),
-//!   and its online rebuild.
+//! - [`embedded`]: the aggregator on the embedded store: the worker
+//!   ([`embedded::Worker`], [`embedded::worker::run`]) and its rebuild.
+//! - [`stream`]: the aggregator on DynamoDB, fed by DynamoDB Streams (the
+//!   `sygno-aggregator` Lambda function, or a local poller), and its
+//!   online rebuild.
 //! - [`control`]: [`RebuildHandle`], how a running server asks its worker for
 //!   a rebuild and reports progress.
 //!
-//! The fold itself (buckets, windows, latest) is pure and lives in
-//! `sygno_shared::domain`; this crate is the shell around it.
+//! The fold itself (sources, summaries, windows, `latest`, the field limit)
+//! is pure and lives in `sygno_shared::domain`, written once; this crate is
+//! the shell around it for each store.
 
 pub mod control;
-pub mod rebuild;
+pub mod embedded;
 pub mod stream;
-pub mod worker;
 
 pub use control::{RebuildHandle, RebuildState, RebuildStatus};
-pub use worker::{Clock, Worker};
+pub use embedded::{Clock, Worker};

@@ -2,8 +2,9 @@
 //! into the DynamoDB store's summaries and rows, exactly once.
 //!
 //! Every commit is one `TransactWriteItems`: the state item (conditional on
-//! the version read, carrying one stream checkpoint per log shard), the
-//! touched minute and hour summaries, and the re-rendered rows. See
+//! the version read, carrying one stream checkpoint per log shard), and the
+//! touched aggregates' scope states and minute and hour summaries; the
+//! re-rendered rows follow it (conditional on their version). See
 //! `sygno_shared::store::dynamo::state` for why that is exactly once under
 //! redelivery, bisection and parallel shards.
 //!
@@ -14,7 +15,8 @@
 //! - [`poller`]: the same, driven by a DynamoDB Streams poller (`sygno
 //!   serve --store dynamodb`).
 //! - [`rebuild`]: an online rebuild from the log into a new generation.
-//! - here: [`apply`], [`roll`] and rendering, over the store.
+//! - here: [`Aggregator::apply`], [`Aggregator::roll`] and rendering,
+//!   over the store.
 
 pub mod lambda;
 pub mod plan;
@@ -22,34 +24,52 @@ pub mod poller;
 pub mod rebuild;
 pub mod records;
 
-use crate::worker::render_rows_with;
-use plan::{plan, runs, StreamEvent};
+use plan::{plan, runs, scopes_needed, StreamEvent};
 use rand::Rng;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 use std::time::Duration;
 use sygno_shared::domain::expose::ExposeKind;
-use sygno_shared::domain::series::Summary;
-use sygno_shared::domain::tiers::{Pieces, Tier, TierKey};
+use sygno_shared::domain::fold::{Scope, ScopeState, SummaryKey};
+use sygno_shared::domain::summary::Summary;
+use sygno_shared::domain::tiers::Tier;
 use sygno_shared::domain::time::{window_end, Millis, DAY_MS, WEEK_MS};
-use sygno_shared::store::dynamo::state::{AggState, StateCommit, MAX_SUMMARIES_PER_COMMIT};
+use sygno_shared::domain::window::WindowCache;
+use sygno_shared::store::dynamo::state::{
+    AggState, RowsWrite, ScopeItem, StateCommit, MAX_TRANSACTION_ITEMS,
+};
 use sygno_shared::store::dynamo::DynamoStore;
 use sygno_shared::store::{Result, StoreError};
+use sygno_shared::views::{render_source, render_windows};
 
 /// Attempts per commit before giving up (each conflict means another
 /// commit landed first, so the system as a whole made progress).
 const COMMIT_ATTEMPTS: u32 = 40;
 
-/// What a call to [`apply`] did.
+/// What a call to [`Aggregator::apply`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub applied: usize,
     pub skipped: usize,
     pub unreadable: usize,
+    /// Events DynamoDB refused to aggregate (see [`Aggregator::apply`]).
+    pub rejected: usize,
     /// Transactions written.
     pub commits: usize,
 }
 
-/// [`apply`] stopped: events before `first_unapplied` are committed.
+impl Outcome {
+    fn add(&mut self, other: Outcome) {
+        self.applied += other.applied;
+        self.skipped += other.skipped;
+        self.unreadable += other.unreadable;
+        self.rejected += other.rejected;
+        self.commits += other.commits;
+    }
+}
+
+/// [`Aggregator::apply`] stopped: events before `first_unapplied` are
+/// committed.
 #[derive(Debug, thiserror::Error)]
 #[error("applying stream events failed at event {first_unapplied}")]
 pub struct ApplyError {
@@ -60,78 +80,41 @@ pub struct ApplyError {
 }
 
 /// The stream aggregator of one Lambda container or one poller: the store,
-/// and the summaries its last commit rendered the rows from. Those stay
-/// valid while the state item's version is the one committed with them
-/// (summaries change only in commits, and every commit bumps the version),
-/// so while no other shard's invocation commits in between, a commit in the
-/// same minute reads only the state item instead of a week of summaries.
+/// the field limit, and the window folds of its last render. Those stay
+/// valid while the state item's version is the one this container last
+/// committed (summaries change only in commits, and every commit bumps
+/// the version), so while no other shard's invocation commits in between,
+/// rendering reads one or two summaries per window instead of a week's.
 #[derive(Debug)]
 pub struct Aggregator {
     store: DynamoStore,
-    rendered: tokio::sync::Mutex<Option<Rendered>>,
+    max_fields: usize,
+    cache: tokio::sync::Mutex<Cache>,
 }
 
-/// Stored summaries of one generation by tier and index.
-type Summaries = BTreeMap<(Tier, i64), Summary>;
-
-/// Rendered rows, by kind.
-type Rows = Vec<(ExposeKind, String)>;
-
-/// What the rows were last rendered from.
-#[derive(Debug)]
-struct Rendered {
-    version: u64,
-    generation: u64,
-    end: Millis,
-    /// Every stored summary of the windows' pieces (absent: none stored).
-    summaries: Summaries,
+#[derive(Debug, Default)]
+struct Cache {
+    /// The state version (and generation) the folds describe; `None`: none.
+    valid_at: Option<(u64, u64)>,
+    windows: HashMap<Scope, WindowCache>,
 }
 
-impl Rendered {
-    /// The cache, if it still describes `state` with windows ending at `end`.
-    fn valid_for(held: Option<Rendered>, state: &AggState, end: Millis) -> Option<Rendered> {
-        held.filter(|h| {
-            h.version == state.version && h.generation == state.generation && h.end == end
-        })
-    }
-
-    /// True when `key` lies in the windows' pieces, so its stored summary
-    /// (or its absence) is known.
-    fn covers(&self, key: &TierKey) -> bool {
-        key.generation == self.generation
-            && match key.tier {
-                Tier::Minute => window_pieces(self.end)
-                    .iter()
-                    .any(|p| p.minutes.iter().any(|r| r.contains(&key.index))),
-                Tier::Hour => hours_read(self.end).contains(&key.index),
-            }
-    }
-}
-
-fn window_pieces(end: Millis) -> [Pieces; 2] {
-    [Pieces::of(end, DAY_MS), Pieces::of(end, WEEK_MS)]
-}
-
-/// The hour summaries [`read_window`] reads: the windows' whole hours and
-/// the partial hour at either end (not folded, but the hours new events
-/// land in, so a cached commit need not read them).
-fn hours_read(end: Millis) -> std::ops::Range<i64> {
-    let [day, week] = window_pieces(end);
-    let whole = [day.hours, week.hours]
-        .into_iter()
-        .filter(|r| !r.is_empty())
-        .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end));
-    match whole {
-        Some(hours) => hours.start - 1..hours.end + 1,
-        None => 0..0,
+impl Cache {
+    /// Forgets every fold unless nothing was committed since ours.
+    fn check(&mut self, state: &AggState) {
+        if self.valid_at != Some((state.version, state.generation)) {
+            self.windows.clear();
+        }
+        self.valid_at = None;
     }
 }
 
 impl Aggregator {
-    pub fn new(store: DynamoStore) -> Self {
+    pub fn new(store: DynamoStore, max_fields: usize) -> Self {
         Aggregator {
             store,
-            rendered: tokio::sync::Mutex::new(None),
+            max_fields,
+            cache: tokio::sync::Mutex::new(Cache::default()),
         }
     }
 
@@ -139,56 +122,321 @@ impl Aggregator {
         &self.store
     }
 
-    /// See [`apply`].
+    /// Applies `events` (in stream order) and re-renders the rows of the
+    /// aggregates they touch, committing runs of events that each fit one
+    /// transaction. Only the last run renders (rendering reads windows).
+    ///
+    /// A run that DynamoDB refuses for what it is (`StoreError::Rejected`:
+    /// an item or the transaction over its size limits) is split in
+    /// halves and retried; a single event it still refuses is logged,
+    /// counted in `Outcome::rejected` and passed over (its checkpoint
+    /// moves), so that it cannot stop the stream. It stays in the log.
     pub async fn apply(&self, events: &[StreamEvent], now: Millis) -> Result<Outcome, ApplyError> {
-        let mut rendered = self.rendered.lock().await;
-        apply(&self.store, &mut rendered, events, now).await
-    }
-
-    /// See [`roll`].
-    pub async fn roll(&self, now: Millis) -> Result<bool> {
-        let mut rendered = self.rendered.lock().await;
-        roll(&self.store, &mut rendered, now).await
-    }
-}
-
-/// Applies `events` (in stream order) and re-renders the rows, committing
-/// runs of events that each fit one transaction. Only the last run renders
-/// the rows (rendering reads a week of summaries), and it commits whenever
-/// an earlier run did, so the rows always end up re-rendered.
-async fn apply(
-    store: &DynamoStore,
-    rendered: &mut Option<Rendered>,
-    events: &[StreamEvent],
-    now: Millis,
-) -> Result<Outcome, ApplyError> {
-    let mut done = Outcome::default();
-    let runs = runs(events, MAX_SUMMARIES_PER_COMMIT);
-    let last = runs.len().saturating_sub(1);
-    for (i, run) in runs.into_iter().enumerate() {
-        let start = run.start;
-        let render = match (i == last, done.commits) {
-            (false, _) => Render::Never,
-            (true, 0) => Render::IfChanged,
-            (true, _) => Render::Always,
-        };
-        match commit_run(store, rendered, &events[run], now, render).await {
-            Ok(outcome) => {
-                done.applied += outcome.applied;
-                done.skipped += outcome.skipped;
-                done.unreadable += outcome.unreadable;
-                done.commits += outcome.commits;
+        let mut cache = self.cache.lock().await;
+        let mut done = Outcome::default();
+        // Live aggregates committed to so far: the last run renders them all.
+        let mut touched: BTreeSet<Scope> = BTreeSet::new();
+        let runs = runs(events, MAX_TRANSACTION_ITEMS - 1);
+        let last = runs.len().saturating_sub(1);
+        for (i, run) in runs.into_iter().enumerate() {
+            let render = match (i == last, done.commits) {
+                (false, _) => Render::Never,
+                (true, 0) => Render::IfChanged,
+                (true, _) => Render::Always,
+            };
+            let result = self
+                .commit_splitting(&mut cache, &mut touched, &events[run.clone()], now, render)
+                .await;
+            match result {
+                Ok(outcome) => done.add(outcome),
+                Err((offset, error)) => {
+                    return Err(ApplyError {
+                        first_unapplied: run.start + offset,
+                        done,
+                        error,
+                    })
+                }
             }
-            Err(error) => {
-                return Err(ApplyError {
-                    first_unapplied: start,
-                    done,
-                    error,
-                })
+        }
+        Ok(done)
+    }
+
+    /// Commits `events`, halving them while DynamoDB rejects the commit.
+    /// On failure, the offset of the first event not committed.
+    async fn commit_splitting(
+        &self,
+        cache: &mut Cache,
+        touched: &mut BTreeSet<Scope>,
+        events: &[StreamEvent],
+        now: Millis,
+        render: Render,
+    ) -> Result<Outcome, (usize, StoreError)> {
+        let mut pending: Vec<Range<usize>> = Vec::with_capacity(4);
+        pending.push(0..events.len());
+        let mut done = Outcome::default();
+        while let Some(range) = pending.pop() {
+            // Render only with the batch's last piece.
+            let piece_render = if range.end == events.len() && pending.is_empty() {
+                if done.commits > 0 && render != Render::Never {
+                    Render::Always
+                } else {
+                    render
+                }
+            } else {
+                Render::Never
+            };
+            let piece = &events[range.clone()];
+            match self
+                .commit_run(cache, touched, piece, now, piece_render)
+                .await
+            {
+                Ok(outcome) => done.add(outcome),
+                Err(StoreError::Rejected(why)) if piece.len() > 1 => {
+                    tracing::warn!(events = piece.len(), error = %why, "commit refused; splitting it");
+                    let mid = range.start + piece.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+                Err(StoreError::Rejected(why)) => {
+                    let skipped = self.pass_over(cache, &piece[0]).await;
+                    match skipped {
+                        Ok(outcome) => {
+                            tracing::error!(
+                                sequence = %piece[0].sequence,
+                                error = %why,
+                                "DynamoDB refused to aggregate an event; passed over (it stays in the log)"
+                            );
+                            done.add(outcome);
+                        }
+                        Err(e) => return Err((range.start, e)),
+                    }
+                }
+                Err(e) => return Err((range.start, e)),
+            }
+        }
+        Ok(done)
+    }
+
+    async fn commit_run(
+        &self,
+        cache: &mut Cache,
+        touched: &mut BTreeSet<Scope>,
+        events: &[StreamEvent],
+        now: Millis,
+        render: Render,
+    ) -> Result<Outcome> {
+        let mut tries = 0;
+        loop {
+            let result = self
+                .commit_attempt(cache, touched, events, now, render)
+                .await;
+            if !retry_after(&result, &mut tries).await {
+                return result;
             }
         }
     }
-    Ok(done)
+
+    async fn commit_attempt(
+        &self,
+        cache: &mut Cache,
+        touched: &mut BTreeSet<Scope>,
+        events: &[StreamEvent],
+        now: Millis,
+        mode: Render,
+    ) -> Result<Outcome> {
+        let store = &self.store;
+        let state = store.read_state().await?;
+        cache.check(&state);
+        let stored_scopes = store.read_scopes(&scopes_needed(&state, events)).await?;
+        let states: BTreeMap<(u64, Scope), ScopeState> = stored_scopes
+            .iter()
+            .map(|(k, item)| (k.clone(), item.state.clone()))
+            .collect();
+        let plan = plan(&state, &states, events, self.max_fields);
+        let commit = !plan.is_empty() || mode == Render::Always;
+        let outcome = Outcome {
+            applied: plan.applied,
+            skipped: plan.skipped,
+            unreadable: plan.unreadable,
+            rejected: 0,
+            commits: usize::from(commit),
+        };
+        if !commit {
+            return Ok(outcome);
+        }
+        for scope in &plan.first_drops {
+            tracing::warn!(
+                source = scope.name().unwrap_or("(all events)"),
+                max_fields = self.max_fields,
+                "an aggregate reached its field limit: further new fields are not aggregated"
+            );
+        }
+        let keys: Vec<(u64, SummaryKey)> = plan.deltas().map(|(k, _)| k).collect();
+        let mut merged = store.read_summaries(&keys).await?;
+        for (key, delta) in plan.deltas() {
+            merged.entry(key).or_default().merge(delta);
+        }
+        let mut scope_items: Vec<((u64, Scope), ScopeItem)> = Vec::new();
+        for (generation, batch) in &plan.batches {
+            for (scope, scope_state) in &batch.scopes {
+                let key = (*generation, scope.clone());
+                let latest = plan
+                    .latest
+                    .get(&key)
+                    .cloned()
+                    .or_else(|| stored_scopes.get(&key).and_then(|i| i.latest.clone()));
+                let item = ScopeItem {
+                    state: scope_state.clone(),
+                    latest,
+                };
+                scope_items.push((key, item));
+            }
+        }
+        let mut next = plan.state.clone();
+        next.version = state.version + 1;
+        let summaries: Vec<((u64, SummaryKey), Summary)> = merged.into_iter().collect();
+        store
+            .commit_state(StateCommit {
+                state: &next,
+                scopes: &scope_items,
+                summaries: &summaries,
+            })
+            .await?;
+        let live = next.generation;
+        touched.extend(
+            scope_items
+                .iter()
+                .filter(|((g, _), _)| *g == live)
+                .map(|((_, scope), _)| scope.clone()),
+        );
+        invalidate(
+            &mut cache.windows,
+            summaries
+                .iter()
+                .filter(|((g, _), _)| *g == live)
+                .map(|((_, k), _)| k),
+        );
+        cache.valid_at = Some((next.version, next.generation));
+        if mode == Render::Never {
+            return Ok(outcome);
+        }
+        // Rows of every live aggregate the batch changed: this commit's
+        // scope items, and those of earlier runs read back.
+        let mut items: BTreeMap<Scope, ScopeItem> = scope_items
+            .into_iter()
+            .filter(|((g, _), _)| *g == live)
+            .map(|((_, scope), item)| (scope, item))
+            .collect();
+        let earlier: Vec<(u64, Scope)> = touched
+            .iter()
+            .filter(|s| !items.contains_key(*s))
+            .map(|s| (live, s.clone()))
+            .collect();
+        if !earlier.is_empty() {
+            for ((_, scope), item) in store.read_scopes(&earlier).await? {
+                items.insert(scope, item);
+            }
+        }
+        let fresh: BTreeMap<SummaryKey, Summary> = summaries
+            .into_iter()
+            .filter(|((g, _), _)| *g == live)
+            .map(|((_, k), s)| (k, s))
+            .collect();
+        let to_render: Vec<(&Scope, &ScopeState)> = items
+            .iter()
+            .map(|(scope, item)| (scope, &item.state))
+            .collect();
+        let end = window_end(now);
+        let mut rows = render(store, live, &to_render, &fresh, &mut cache.windows, end).await?;
+        rows.version = next.version;
+        rows.views.extend(items.iter().filter_map(|(scope, item)| {
+            let doc = item.latest.clone()?;
+            Some((scope.clone(), ExposeKind::Latest, doc))
+        }));
+        if let Err(e) = store.write_rows(rows).await {
+            // The events are committed; the next render or roll writes the rows.
+            tracing::warn!(error.cause_chain = ?e, "rows could not be written; the next render will");
+        }
+        Ok(outcome)
+    }
+
+    /// Moves `event`'s checkpoint without aggregating it.
+    async fn pass_over(&self, cache: &mut Cache, event: &StreamEvent) -> Result<Outcome> {
+        retry_conflicts(|| async {
+            let state = self.store.read_state().await?;
+            let plan = plan(&state, &BTreeMap::new(), std::slice::from_ref(event), 0);
+            if plan.is_empty() {
+                return Ok(Outcome {
+                    skipped: 1,
+                    ..Outcome::default()
+                });
+            }
+            let mut next = plan.state;
+            next.version = state.version + 1;
+            self.store
+                .commit_state(StateCommit {
+                    state: &next,
+                    scopes: &[],
+                    summaries: &[],
+                })
+                .await?;
+            Ok(Outcome {
+                rejected: 1,
+                commits: 1,
+                ..Outcome::default()
+            })
+        })
+        .await
+        .inspect(|_| cache.windows.clear())
+    }
+
+    /// Re-renders every aggregate's rows if the windows moved past the
+    /// stored ones (no events needed). Returns whether it did.
+    pub async fn roll(&self, now: Millis) -> Result<bool> {
+        let mut cache = self.cache.lock().await;
+        let end = window_end(now);
+        let mut tries = 0;
+        loop {
+            let result = self.roll_attempt(&mut cache, end).await;
+            if !retry_after(&result, &mut tries).await {
+                return result;
+            }
+        }
+    }
+
+    async fn roll_attempt(&self, cache: &mut Cache, end: Millis) -> Result<bool> {
+        let store = &self.store;
+        let state = store.read_state().await?;
+        if state.rendered_end >= end {
+            return Ok(false);
+        }
+        cache.check(&state);
+        let mut next = state.clone();
+        next.version += 1;
+        next.rendered_end = end;
+        store
+            .commit_state(StateCommit {
+                state: &next,
+                scopes: &[],
+                summaries: &[],
+            })
+            .await?;
+        let scopes = store.query_scopes(next.generation).await?;
+        let all: Vec<(&Scope, &ScopeState)> = scopes.iter().map(|(s, i)| (s, &i.state)).collect();
+        let mut rows = render(
+            store,
+            next.generation,
+            &all,
+            &BTreeMap::new(),
+            &mut cache.windows,
+            end,
+        )
+        .await?;
+        rows.version = next.version;
+        cache.valid_at = Some((next.version, next.generation));
+        store.write_rows(rows).await?;
+        Ok(true)
+    }
 }
 
 /// Whether a run's commit re-renders the rows.
@@ -202,129 +450,70 @@ enum Render {
     Always,
 }
 
-async fn commit_run(
-    store: &DynamoStore,
-    rendered: &mut Option<Rendered>,
-    events: &[StreamEvent],
-    now: Millis,
-    render_rows: Render,
-) -> Result<Outcome> {
-    let mut tries = 0;
-    loop {
-        let result = commit_attempt(store, rendered, events, now, render_rows).await;
-        if !retry_after(&result, &mut tries).await {
-            return result;
+/// Tells `caches` of every summary in `changed`.
+fn invalidate<'a>(
+    caches: &mut HashMap<Scope, WindowCache>,
+    changed: impl IntoIterator<Item = &'a SummaryKey>,
+) {
+    for key in changed {
+        if let Some(cache) = caches.get_mut(&key.scope) {
+            cache.invalidate(key.tier, key.index);
         }
     }
 }
 
-async fn commit_attempt(
+/// The window rows and `sources` entries of `scopes` in `generation`,
+/// windows ending at `end`, read from the store (`fresh`: summaries just
+/// committed, which win over what a read returns) through `caches`.
+pub(crate) async fn render(
     store: &DynamoStore,
-    rendered: &mut Option<Rendered>,
-    events: &[StreamEvent],
-    now: Millis,
-    render_rows: Render,
-) -> Result<Outcome> {
-    let state = store.read_state().await?;
-    let plan = plan(&state, events);
-    let commit = !plan.is_empty() || render_rows == Render::Always;
-    let outcome = Outcome {
-        applied: plan.applied,
-        skipped: plan.skipped,
-        unreadable: plan.unreadable,
-        commits: usize::from(commit),
-    };
-    if !commit {
-        return Ok(outcome);
-    }
-    let end = window_end(now).max(state.rendered_end);
-    let cached = Rendered::valid_for(rendered.take(), &state, end);
-    let (known, unknown): (Vec<TierKey>, Vec<TierKey>) = plan
-        .deltas
-        .keys()
-        .partition(|k| cached.as_ref().is_some_and(|c| c.covers(k)));
-    let mut merged = store.read_summaries(&unknown).await?;
-    if let Some(cached) = &cached {
-        for key in known {
-            if let Some(summary) = cached.summaries.get(&(key.tier, key.index)) {
-                merged.insert(key, summary.clone());
+    generation: u64,
+    scopes: &[(&Scope, &ScopeState)],
+    fresh: &BTreeMap<SummaryKey, Summary>,
+    caches: &mut HashMap<Scope, WindowCache>,
+    end: Millis,
+) -> Result<RowsWrite> {
+    let spans = [DAY_MS, WEEK_MS];
+    let mut out = RowsWrite::default();
+    for (scope, scope_state) in scopes {
+        let cache = caches.entry((*scope).clone()).or_default();
+        let mut reads: Vec<(Tier, Range<i64>)> = spans
+            .iter()
+            .flat_map(|span| cache.reads(end, *span))
+            .collect();
+        reads.sort_by_key(|(t, r)| (*t, r.start, r.end));
+        reads.dedup();
+        let mut stored: BTreeMap<(Tier, i64), Summary> = BTreeMap::new();
+        for (tier, range) in reads {
+            for (index, summary) in store
+                .query_summaries(generation, scope, tier, range)
+                .await?
+            {
+                stored.insert((tier, index), summary);
             }
         }
-    }
-    for (key, delta) in &plan.deltas {
-        merged.entry(*key).or_default().merge(delta);
-    }
-    let mut next = plan.state;
-    next.version = state.version + 1;
-    let (rows, window) = if render_rows == Render::Never {
-        (None, None)
-    } else {
-        next.rendered_end = end;
-        let stored = match cached {
-            Some(cached) => cached.summaries,
-            None => read_window(store, next.generation, end).await?,
-        };
-        let (rows, window) = render_from(&next, stored, &merged, end);
-        (Some(rows), Some(window))
-    };
-    let summaries: Vec<(TierKey, Summary)> = merged.into_iter().collect();
-    store
-        .commit_state(StateCommit {
-            state: &next,
-            summaries: &summaries,
-            rows: rows.as_deref(),
-        })
-        .await?;
-    *rendered = window.map(|summaries| Rendered {
-        version: next.version,
-        generation: next.generation,
-        end,
-        summaries,
-    });
-    Ok(outcome)
-}
-
-/// Re-renders the rows if the windows moved past the stored ones (no
-/// events needed). Returns whether it committed.
-async fn roll(store: &DynamoStore, rendered: &mut Option<Rendered>, now: Millis) -> Result<bool> {
-    let mut tries = 0;
-    loop {
-        let result = roll_attempt(store, rendered, window_end(now)).await;
-        if !retry_after(&result, &mut tries).await {
-            return result;
+        for (key, summary) in fresh.iter().filter(|(k, _)| k.scope == **scope) {
+            stored.insert((key.tier, key.index), summary.clone());
+        }
+        let windows = spans.map(|span| {
+            cache.fold(end, span, &mut |tier, range: Range<i64>| {
+                stored
+                    .range((tier, range.start)..(tier, range.end))
+                    .map(|(_, s)| s)
+            })
+        });
+        cache.retain_used();
+        for (kind, doc) in render_windows(end, &windows, scope_state.fields.dropped()) {
+            out.views.push(((*scope).clone(), kind, doc));
+        }
+        if let Some(name) = scope.name() {
+            out.sources.push((
+                name.to_owned(),
+                render_source(name, scope_state, &windows[1]),
+            ));
         }
     }
-}
-
-async fn roll_attempt(
-    store: &DynamoStore,
-    rendered: &mut Option<Rendered>,
-    end: Millis,
-) -> Result<bool> {
-    let state = store.read_state().await?;
-    if state.rendered_end >= end {
-        return Ok(false);
-    }
-    let mut next = state.clone();
-    next.version += 1;
-    next.rendered_end = end;
-    *rendered = None;
-    let stored = read_window(store, next.generation, end).await?;
-    let (rows, window) = render_from(&next, stored, &HashMap::new(), end);
-    store
-        .commit_state(StateCommit {
-            state: &next,
-            summaries: &[],
-            rows: Some(&rows),
-        })
-        .await?;
-    *rendered = Some(Rendered {
-        version: next.version,
-        generation: next.generation,
-        end,
-        summaries: window,
-    });
-    Ok(true)
+    Ok(out)
 }
 
 /// Runs `attempt` again while it fails with a conflict, with jittered
@@ -359,84 +548,6 @@ async fn retry_after<T>(result: &Result<T>, tries: &mut u32) -> bool {
     let jitter = rand::rng().random_range(0..10 * u64::from((*tries).min(10)) + 5);
     tokio::time::sleep(Duration::from_millis(jitter)).await;
     true
-}
-
-/// The five rows of `state`'s live generation with windows ending at
-/// `end`, read from the store (`fresh`: summaries about to be committed,
-/// which win over the stored ones).
-pub(crate) async fn render(
-    store: &DynamoStore,
-    state: &AggState,
-    fresh: &HashMap<TierKey, Summary>,
-    end: Millis,
-) -> Result<Rows> {
-    let stored = read_window(store, state.generation, end).await?;
-    Ok(render_from(state, stored, fresh, end).0)
-}
-
-/// Every stored summary of `generation` in the pieces of the windows
-/// ending at `end`: up to three minute ranges and one hour range.
-async fn read_window(store: &DynamoStore, generation: u64, end: Millis) -> Result<Summaries> {
-    let windows = window_pieces(end);
-    let mut stored = BTreeMap::new();
-    let mut minute_ranges: Vec<std::ops::Range<i64>> =
-        windows.iter().flat_map(|w| w.minutes.clone()).collect();
-    minute_ranges.sort_by_key(|r| (r.start, r.end));
-    minute_ranges.dedup();
-    for range in minute_ranges {
-        for (index, summary) in store
-            .query_summaries(generation, Tier::Minute, range)
-            .await?
-        {
-            stored.insert((Tier::Minute, index), summary);
-        }
-    }
-    for (index, summary) in store
-        .query_summaries(generation, Tier::Hour, hours_read(end))
-        .await?
-    {
-        stored.insert((Tier::Hour, index), summary);
-    }
-    Ok(stored)
-}
-
-/// The rows from `stored` with `fresh` laid over it; also returns the
-/// summaries of the windows' pieces as they will be once committed.
-fn render_from(
-    state: &AggState,
-    mut stored: Summaries,
-    fresh: &HashMap<TierKey, Summary>,
-    end: Millis,
-) -> (Rows, Summaries) {
-    let windows = window_pieces(end);
-    for (key, summary) in fresh {
-        if key.generation == state.generation {
-            stored.insert((key.tier, key.index), summary.clone());
-        }
-    }
-    let fold = |pieces: &Pieces| {
-        let mut out = Summary::default();
-        let ranges = pieces
-            .minutes
-            .iter()
-            .map(|r| (Tier::Minute, r.clone()))
-            .chain(std::iter::once((Tier::Hour, pieces.hours.clone())));
-        for (tier, range) in ranges {
-            for (_, summary) in stored.range((tier, range.start)..(tier, range.end)) {
-                out.merge(summary);
-            }
-        }
-        out
-    };
-    let latest = state.latest.as_ref().map(|l| l.to_latest());
-    let rows = render_rows_with(end, latest.as_ref(), |span| {
-        if span == DAY_MS {
-            fold(&windows[0])
-        } else {
-            fold(&windows[1])
-        }
-    });
-    (rows, stored)
 }
 
 #[cfg(test)]

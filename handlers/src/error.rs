@@ -132,6 +132,9 @@ impl From<WriteError> for ApiError {
         match e {
             WriteError::Syntax(_) => ApiError::invalid_json(e.to_string()),
             WriteError::Invalid(text) => ApiError::invalid_body(text),
+            WriteError::Limit { code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
         }
     }
 }

@@ -8,9 +8,9 @@ use crate::routes::{app, AppState};
 use std::future::Future;
 use std::sync::Arc;
 use sygno_aggregator::control;
-use sygno_aggregator::rebuild::{rebuild, Rebuilt};
+use sygno_aggregator::embedded::rebuild::{rebuild, Rebuilt};
+use sygno_aggregator::embedded::worker::{self, Clock, Worker};
 use sygno_aggregator::stream::{self, poller::Poller};
-use sygno_aggregator::worker::{self, Clock, Worker};
 use sygno_shared::domain::auth::ApiKeys;
 use sygno_shared::store::dynamo::DynamoStore;
 use sygno_shared::store::embedded::EmbeddedStore;
@@ -47,11 +47,12 @@ pub async fn serve(
     store: EmbeddedStore,
     keys: ApiKeys,
     clock: Clock,
+    max_fields: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let feed: Arc<dyn ChangeFeed> = Arc::new(store.clone());
     let aggregates: Arc<dyn AggregateStore> = Arc::new(store.clone());
-    let worker = Worker::start(feed, aggregates, clock()).await?;
+    let worker = Worker::start(feed, aggregates, max_fields, clock()).await?;
     let (rebuild, requests) = control::channel();
     let (stop, stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker::run(worker, Arc::clone(&clock), requests, stopped));
@@ -81,7 +82,7 @@ pub async fn serve_dynamo(
     rebuild_options: stream::rebuild::Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let poller = Poller::new(store.clone(), streams).await?;
+    let poller = Poller::new(store.clone(), streams, rebuild_options.max_fields).await?;
     let (stop, stopped) = watch::channel(false);
     let poller_task = tokio::spawn(stream::poller::run(poller, Arc::clone(&clock), stopped));
     let (rebuild, requests) = control::channel();
@@ -109,7 +110,8 @@ pub async fn serve_dynamo(
 pub async fn rebuild_store(
     store: &EmbeddedStore,
     clock: &Clock,
+    max_fields: usize,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<Rebuilt, StoreError> {
-    rebuild(store, store, clock(), progress).await
+    rebuild(store, store, max_fields, clock(), progress).await
 }

@@ -2,7 +2,7 @@
 //! annotations and the schema types below. The schema types describe the
 //! wire format only; handlers validate with the domain's parsers.
 
-use crate::routes::{EXPOSE, PREFIXES, WRITE_RAW};
+use crate::routes::{EXPOSE, PREFIXES, SOURCES, WRITE_RAW};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
@@ -62,12 +62,20 @@ pub enum ExposeType {
     WeekAverage,
     #[serde(rename = "7d_devt")]
     WeekDevt,
+    #[serde(rename = "24h_stats")]
+    DayStats,
+    #[serde(rename = "7d_stats")]
+    WeekStats,
 }
 
+/// Other fields are ignored.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExposeRequest {
     #[serde(rename = "type")]
     pub kind: ExposeType,
+    /// A source: that source's events only. Omitted: all events.
+    #[schema(min_length = 1, max_length = 128)]
+    pub name: Option<String>,
 }
 
 /// The event with the greatest `event_time`.
@@ -109,11 +117,71 @@ pub struct WindowData {
     pub fields: BTreeMap<String, FieldStat>,
 }
 
+/// Every statistic of one field over the window (`_stats` types).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldStats {
+    /// Events in the window that have this field.
+    pub count: u64,
+    pub mean: Option<f64>,
+    /// Sample standard deviation; null below 2 values.
+    pub std: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// Every statistic over `[window_start, window_end)` (`24h_stats`,
+/// `7d_stats`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsData {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[schema(format = DateTime)]
+    pub window_start: String,
+    #[schema(format = DateTime)]
+    pub window_end: String,
+    pub count: u64,
+    pub fields: BTreeMap<String, FieldStats>,
+    /// Distinct fields in the aggregate's 7-day window not aggregated
+    /// because of the field limit (`SYGNO_MAX_FIELDS`).
+    pub fields_dropped: u64,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum ExposeData {
     Latest(LatestData),
     Window(WindowData),
+    Stats(StatsData),
+}
+
+/// One source.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceEntry {
+    pub name: String,
+    /// The source's events in the log (aggregated so far).
+    pub events: u64,
+    #[schema(format = DateTime)]
+    pub first_event_time: Option<String>,
+    #[schema(format = DateTime)]
+    pub last_event_time: Option<String>,
+    /// Distinct numeric fields aggregated in its 7-day window.
+    pub fields: u64,
+    /// Distinct fields in its 7-day window not aggregated because of the
+    /// field limit.
+    pub fields_dropped: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourcesData {
+    /// Sorted by name.
+    pub sources: Vec<SourceEntry>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourcesResponse {
+    pub status: u16,
+    pub description: String,
+    pub data: SourcesData,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -126,8 +194,10 @@ pub struct ExposeResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorData {
     /// Stable code: unauthorized, forbidden, payload_too_large,
-    /// unsupported_media_type, invalid_json, invalid_body, not_found,
-    /// method_not_allowed, rebuild_running, unavailable, internal.
+    /// unsupported_media_type, invalid_json, invalid_body,
+    /// too_many_fields, field_path_too_long, field_collision, not_found,
+    /// unknown_source, method_not_allowed, rebuild_running, unavailable,
+    /// internal.
     pub error: String,
 }
 
@@ -167,6 +237,7 @@ pub struct RebuildResponse {
     paths(
         crate::routes::write_raw::write_raw,
         crate::routes::expose::expose,
+        crate::routes::sources::list_sources,
         crate::routes::health::health,
         crate::routes::admin::start_rebuild,
         crate::routes::admin::rebuild_status,
@@ -186,12 +257,15 @@ impl Modify for Additions {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
         );
         let [canonical, legacy] = PREFIXES;
-        for route in [WRITE_RAW, EXPOSE] {
+        for route in [WRITE_RAW, EXPOSE, SOURCES] {
             let Some(item) = openapi.paths.paths.get(&format!("{canonical}{route}")) else {
                 continue;
             };
             let mut alias = item.clone();
-            if let Some(op) = alias.post.as_mut() {
+            for op in [alias.post.as_mut(), alias.get.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}_legacy"));
                 op.summary = Some(format!(
                     "Alias of {canonical}{route} (the original service's path)"

@@ -1,11 +1,18 @@
 //! Throughput of the statistics core: Welford updates, Chan merges, event
-//! recording, the 7-day window fold, and field extraction.
+//! recording, the fold of an event into its aggregates, the 7-day window
+//! fold (cold, and through the window cache), and field extraction.
 //! Run: `cargo bench -p sygno-shared --bench stats`.
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::collections::BTreeMap;
+use std::ops::Range;
 use sygno_shared::domain::fields::{extract, Fields};
-use sygno_shared::domain::series::{Series, Summary};
+use sygno_shared::domain::fold::{fold, Batch, EventRef};
 use sygno_shared::domain::stats::Moments;
+use sygno_shared::domain::summary::Summary;
+use sygno_shared::domain::tiers::Tier;
+use sygno_shared::domain::time::{window_end, MINUTE_MS, WEEK_MS};
+use sygno_shared::domain::window::{fold_map, WindowCache};
 
 fn values(n: usize) -> Vec<f64> {
     (0..n)
@@ -60,41 +67,46 @@ fn bench(c: &mut Criterion) {
         s.record(&fields);
         b.iter(|| s.record(black_box(&fields)))
     });
-    // A full week of one-minute buckets, 20 fields each.
-    let mut series = Series::default();
-    for bucket in 0..10_080 {
-        series.record(bucket, &fields);
+    let data = serde_json::to_string(&fields).expect("json");
+    g.bench_function("fold_event_20_fields_into_its_aggregates", |b| {
+        let mut batch = Batch::default();
+        b.iter(|| {
+            let event = EventRef {
+                event_id: "e",
+                event_time: 0,
+                received_at: 0,
+                name: "greenhouse-1",
+                data: &data,
+            };
+            black_box(fold(&mut batch, black_box(&event), 2_000))
+        })
+    });
+    // A full week of minute and hour summaries, 20 fields each.
+    let mut stored: BTreeMap<(Tier, i64), Summary> = BTreeMap::new();
+    for minute in 0..10_081 {
+        stored
+            .entry((Tier::Minute, minute))
+            .or_default()
+            .record(&fields);
+        stored
+            .entry((Tier::Hour, minute.div_euclid(60)))
+            .or_default()
+            .record(&fields);
     }
+    let end = window_end(10_080 * MINUTE_MS - 1 + 17 * MINUTE_MS);
     g.throughput(Throughput::Elements(1));
-    g.bench_function("fold_7d_window_cold", |b| {
-        b.iter_batched_ref(
-            || {
-                let mut s = Series::default();
-                for bucket in 0..10_080 {
-                    s.record(bucket, &fields);
-                }
-                s
-            },
-            |s| black_box(s.summarize(1, 10_081)),
-            BatchSize::LargeInput,
-        )
+    g.bench_function("fold_7d_window_uncached", |b| {
+        b.iter(|| black_box(fold_map(&stored, end, WEEK_MS)))
     });
-    // Hour blocks cached from here on.
-    series.summarize(1, 10_081);
-    g.bench_function("fold_7d_window_warm", |b| {
-        b.iter(|| black_box(series.summarize(1, 10_081)))
-    });
-    g.bench_function("fold_7d_window_one_block_stale", |b| {
-        // `_ref`: the clone is built and dropped outside the timing.
-        b.iter_batched_ref(
-            || {
-                let mut s = series.clone();
-                s.record(10_079, &fields);
-                s
-            },
-            |s| black_box(s.summarize(1, 10_081)),
-            BatchSize::LargeInput,
-        )
+    let read = |tier: Tier, range: Range<i64>| {
+        stored
+            .range((tier, range.start)..(tier, range.end))
+            .map(|(_, s)| s)
+    };
+    let mut cache = WindowCache::default();
+    cache.fold(end, WEEK_MS, &mut read.clone());
+    g.bench_function("fold_7d_window_cached", |b| {
+        b.iter(|| black_box(cache.fold(end, WEEK_MS, &mut read.clone())))
     });
     g.finish();
 

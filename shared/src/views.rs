@@ -1,10 +1,11 @@
-//! The materialized rows `expose` serves, rendered as the contract's `data`
-//! documents. The aggregator renders them after each batch; the read path
-//! sends them as they are, so a read costs one row lookup and no arithmetic.
+//! The materialized rows `expose` and `sources` serve, rendered as the
+//! contract's `data` documents. The aggregator renders them after each
+//! batch; the read path sends them as they are, so a read costs one row
+//! lookup and no arithmetic.
 
-use crate::domain::aggregates::Latest;
 use crate::domain::expose::{ExposeKind, Statistic};
-use crate::domain::series::Summary;
+use crate::domain::fold::{EventRef, ScopeState};
+use crate::domain::summary::Summary;
 use crate::domain::time::{format_rfc3339, Millis};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -21,27 +22,48 @@ struct LatestDoc<'a> {
 }
 
 #[derive(Serialize)]
-struct WindowDoc<'a> {
+struct WindowDoc<'a, F> {
     #[serde(rename = "type")]
     kind: &'static str,
     window_start: String,
     window_end: String,
     count: u64,
-    fields: BTreeMap<&'a str, FieldDoc>,
+    fields: BTreeMap<&'a str, F>,
+    /// v2 documents only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fields_dropped: Option<usize>,
 }
 
 #[derive(Serialize)]
-struct FieldDoc {
+struct ValueDoc {
     count: u64,
-    /// Null below the statistic's minimum count (and for a mean that
-    /// overflowed f64, which JSON cannot carry).
+    /// Null below the statistic's minimum count.
     value: Option<f64>,
 }
 
-/// The `latest` row.
-pub fn render_latest(latest: &Latest) -> String {
+#[derive(Serialize)]
+struct StatsDoc {
+    count: u64,
+    mean: Option<f64>,
+    std: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct SourceDoc<'a> {
+    name: &'a str,
+    events: u64,
+    first_event_time: Option<String>,
+    last_event_time: Option<String>,
+    fields: usize,
+    fields_dropped: usize,
+}
+
+/// The `latest` row of an event.
+pub fn render_latest(event: &EventRef<'_>) -> String {
     let fallback;
-    let data: &RawValue = match serde_json::from_str(&latest.data) {
+    let data: &RawValue = match serde_json::from_str(event.data) {
         Ok(raw) => raw,
         Err(_) => {
             fallback = RawValue::NULL;
@@ -50,41 +72,114 @@ pub fn render_latest(latest: &Latest) -> String {
     };
     let doc = LatestDoc {
         kind: ExposeKind::Latest.as_str(),
-        event_id: &latest.event_id,
-        event_time: format_rfc3339(latest.event_time),
-        name: &latest.name,
+        event_id: event.event_id,
+        event_time: format_rfc3339(event.event_time),
+        name: event.name,
         data,
     };
     serde_json::to_string(&doc).unwrap_or_else(|_| String::from("null"))
 }
 
-/// A window row: `kind` must be a window kind; `summary` covers `[end - span, end)`.
-pub fn render_window(kind: ExposeKind, end: Millis, summary: &Summary) -> String {
+/// A window row: `kind` must be a window kind; `summary` covers
+/// `[end - span, end)`; `fields_dropped` is reported by the v2 kinds.
+pub fn render_window(
+    kind: ExposeKind,
+    end: Millis,
+    summary: &Summary,
+    fields_dropped: usize,
+) -> String {
     let span = kind.span().unwrap_or_default();
-    let statistic = kind.statistic().unwrap_or(Statistic::Mean);
-    let fields = summary
-        .fields
-        .iter()
-        .map(|(path, m)| {
-            let value = match statistic {
-                Statistic::Mean => m.mean(),
-                Statistic::SampleStd => m.sample_std(),
-            };
-            (
-                path.as_str(),
-                FieldDoc {
-                    count: m.count,
-                    value: value.filter(|v| v.is_finite()),
-                },
-            )
-        })
-        .collect();
-    let doc = WindowDoc {
-        kind: kind.as_str(),
-        window_start: format_rfc3339(end - span),
-        window_end: format_rfc3339(end),
-        count: summary.events,
-        fields,
+    let frame = |fields_dropped| {
+        (
+            kind.as_str(),
+            format_rfc3339(end - span),
+            format_rfc3339(end),
+            fields_dropped,
+        )
+    };
+    let doc = match kind.statistic().unwrap_or(Statistic::Mean) {
+        Statistic::All => {
+            let fields = summary
+                .fields
+                .iter()
+                .map(|(path, m)| {
+                    let doc = StatsDoc {
+                        count: m.count,
+                        mean: m.mean(),
+                        std: m.sample_std(),
+                        min: m.min(),
+                        max: m.max(),
+                    };
+                    (path.as_str(), doc)
+                })
+                .collect();
+            let (kind, window_start, window_end, fields_dropped) = frame(Some(fields_dropped));
+            serde_json::to_string(&WindowDoc {
+                kind,
+                window_start,
+                window_end,
+                count: summary.events,
+                fields,
+                fields_dropped,
+            })
+        }
+        statistic => {
+            let fields = summary
+                .fields
+                .iter()
+                .map(|(path, m)| {
+                    let value = match statistic {
+                        Statistic::SampleStd => m.sample_std(),
+                        _ => m.mean(),
+                    };
+                    (
+                        path.as_str(),
+                        ValueDoc {
+                            count: m.count,
+                            value,
+                        },
+                    )
+                })
+                .collect();
+            let (kind, window_start, window_end, fields_dropped) = frame(None);
+            serde_json::to_string(&WindowDoc {
+                kind,
+                window_start,
+                window_end,
+                count: summary.events,
+                fields,
+                fields_dropped,
+            })
+        }
+    };
+    doc.unwrap_or_else(|_| String::from("null"))
+}
+
+/// Every window row of an aggregate: `windows` holds the 24 h and the 7 d
+/// summaries ending at `end`.
+pub fn render_windows(
+    end: Millis,
+    windows: &[Summary; 2],
+    fields_dropped: usize,
+) -> Vec<(ExposeKind, String)> {
+    let mut rows = Vec::with_capacity(6);
+    for ((_, kinds), summary) in ExposeKind::WINDOWS.iter().zip(windows) {
+        for kind in kinds {
+            rows.push((*kind, render_window(*kind, end, summary, fields_dropped)));
+        }
+    }
+    rows
+}
+
+/// A source's entry in `GET /source/sources`; `week` is its 7-day window.
+pub fn render_source(name: &str, state: &ScopeState, week: &Summary) -> String {
+    let doc = SourceDoc {
+        name,
+        events: state.events,
+        first_event_time: state.first_event_time.map(format_rfc3339),
+        last_event_time: state.last_event_time.map(format_rfc3339),
+        fields: week.fields.len(),
+        fields_dropped: state.fields.dropped(),
     };
     serde_json::to_string(&doc).unwrap_or_else(|_| String::from("null"))
 }

@@ -1,20 +1,23 @@
 //! The aggregator Lambda function: DynamoDB Streams batches of the event
 //! log in, partial batch responses out; an EventBridge schedule rolls the
-//! windows. Configured by SYGNO_TABLE and the standard AWS environment
+//! windows. Configured by SYGNO_TABLE, SYGNO_MAX_FIELDS (default 2,000
+//! fields per aggregate) and the standard AWS environment
 //! (region, credentials, AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL).
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use sygno_aggregator::stream::lambda::handle;
 use sygno_aggregator::stream::Aggregator;
+use sygno_shared::domain::limit::parse_max_fields;
 use sygno_shared::store::dynamo::DynamoStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     sygno_shared::telemetry::init(true);
     let table = std::env::var("SYGNO_TABLE").map_err(|_| "SYGNO_TABLE is not set")?;
+    let max_fields = parse_max_fields(std::env::var("SYGNO_MAX_FIELDS").ok().as_deref())?;
     // One client per cold start, shared by every invocation.
-    let aggregator = Aggregator::new(DynamoStore::from_env(&table).await);
+    let aggregator = Aggregator::new(DynamoStore::from_env(&table).await, max_fields);
     let aggregator = &aggregator;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now = chrono::Utc::now().timestamp_millis();

@@ -1,16 +1,15 @@
 //! What a batch of stream events changes, decided without I/O: which events
 //! are new (past their log shard's checkpoint), which generations each one
-//! counts in, the minute and hour deltas, and the new checkpoints and
-//! latest events.
+//! counts in, and, through the one fold (`sygno_shared::domain::fold`),
+//! the summary deltas and scope states of every aggregate it touches.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use sygno_shared::domain::aggregates::event_fields;
-use sygno_shared::domain::fields::Fields;
-use sygno_shared::domain::series::Summary;
-use sygno_shared::domain::tiers::TierKey;
-use sygno_shared::store::dynamo::state::{AggState, EventItem, LatestEvent};
+use sygno_shared::domain::fold::{fold, keys_of, Batch, Scope, ScopeState, SummaryKey};
+use sygno_shared::domain::summary::Summary;
+use sygno_shared::store::dynamo::state::{AggState, EventItem};
+use sygno_shared::views::render_latest;
 
 /// An event item as the stream delivered it.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,17 +29,21 @@ pub fn compare_sequences(a: &str, b: &str) -> Ordering {
 /// The effect of a batch on the aggregates.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// The state with checkpoints and latest events moved; its `version`
-    /// is still the one read.
+    /// The state with checkpoints moved; its `version` is still the one read.
     pub state: AggState,
-    /// What to merge into each touched summary.
-    pub deltas: BTreeMap<TierKey, Summary>,
+    /// Per generation: the touched scope states (whole, updated) and what
+    /// to merge into each touched summary.
+    pub batches: BTreeMap<u64, Batch>,
+    /// Per generation and aggregate: the new `latest` row.
+    pub latest: BTreeMap<(u64, Scope), String>,
     /// Events new to the aggregates.
     pub applied: usize,
     /// Events at or below their shard's checkpoint: applied before.
     pub skipped: usize,
     /// New events whose `data` could not be read: counted without fields.
     pub unreadable: usize,
+    /// Aggregates that dropped their first field in this batch.
+    pub first_drops: Vec<Scope>,
 }
 
 impl Plan {
@@ -48,15 +51,53 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.applied == 0
     }
+
+    /// Every summary delta, by generation.
+    pub fn deltas(&self) -> impl Iterator<Item = ((u64, SummaryKey), &Summary)> {
+        self.batches.iter().flat_map(|(g, batch)| {
+            batch
+                .summaries
+                .iter()
+                .map(move |(key, summary)| ((*g, key.clone()), summary))
+        })
+    }
 }
 
-/// Folds `events` (in stream order) into a plan over `state`.
+/// The generations `state` folds new events into: the live one, and a
+/// rebuild's next one.
+pub fn generations(state: &AggState) -> Vec<u64> {
+    let mut out = vec![state.generation];
+    out.extend(state.next.as_ref().map(|n| n.generation));
+    out
+}
+
+/// The scope states [`plan`] needs for `events`: every aggregate they
+/// count in, in every generation.
+pub fn scopes_needed(state: &AggState, events: &[StreamEvent]) -> Vec<(u64, Scope)> {
+    let names: BTreeSet<&str> = events.iter().map(|e| e.item.name.as_str()).collect();
+    let mut out = Vec::new();
+    for generation in generations(state) {
+        out.push((generation, Scope::All));
+        for name in &names {
+            out.push((generation, Scope::Source((*name).to_owned())));
+        }
+    }
+    out
+}
+
+/// Folds `events` (in stream order) into a plan over `state` and the
+/// stored scope states `scopes` (absent: new aggregates).
 ///
 /// An event counts in the live generation unless the rebuild that made it
 /// already read it (`received_at <= floor`), and in a rebuild's next
 /// generation when received after the rebuild's cut (the rebuild reads the
 /// log up to the cut itself).
-pub fn plan(state: &AggState, events: &[StreamEvent]) -> Plan {
+pub fn plan(
+    state: &AggState,
+    scopes: &BTreeMap<(u64, Scope), ScopeState>,
+    events: &[StreamEvent],
+    max_fields: usize,
+) -> Plan {
     let mut plan = Plan {
         state: state.clone(),
         ..Plan::default()
@@ -76,60 +117,67 @@ pub fn plan(state: &AggState, events: &[StreamEvent]) -> Plan {
             .checkpoints
             .insert(shard.clone(), event.sequence.clone());
         plan.applied += 1;
-        let fields = match event_fields(&event.item.data) {
-            Some(fields) => fields,
-            None => {
-                plan.unreadable += 1;
-                Fields::new()
-            }
-        };
-        let latest = event.item.latest();
-        if event.item.received_at > plan.state.floor {
-            record(
-                &mut plan.deltas,
-                plan.state.generation,
-                &event.item,
-                &fields,
-            );
-            LatestEvent::later(&mut plan.state.latest, &latest);
+        let mut targets = Vec::with_capacity(2);
+        if event.item.received_at > state.floor {
+            targets.push(state.generation);
         }
-        if let Some(next) = plan.state.next.as_mut() {
+        if let Some(next) = &state.next {
             if event.item.received_at > next.cut {
-                record(&mut plan.deltas, next.generation, &event.item, &fields);
-                LatestEvent::later(&mut next.latest, &latest);
+                targets.push(next.generation);
             }
         }
+        let mut unreadable = false;
+        for generation in targets {
+            let batch = plan.batches.entry(generation).or_default();
+            for scope in Scope::of_event(&event.item.name) {
+                if let std::collections::btree_map::Entry::Vacant(entry) =
+                    batch.scopes.entry(scope)
+                {
+                    let stored = scopes.get(&(generation, entry.key().clone()));
+                    entry.insert(stored.cloned().unwrap_or_default());
+                }
+            }
+            let folded = fold(batch, &event.item.as_ref(), max_fields);
+            unreadable |= folded.unreadable;
+            if !folded.latest_of.is_empty() {
+                let doc = render_latest(&event.item.as_ref());
+                for scope in folded.latest_of {
+                    plan.latest.insert((generation, scope), doc.clone());
+                }
+            }
+            if generation == state.generation {
+                plan.first_drops.extend(folded.first_drop);
+            }
+        }
+        plan.unreadable += usize::from(unreadable);
     }
     plan
 }
 
-fn record(
-    deltas: &mut BTreeMap<TierKey, Summary>,
-    generation: u64,
-    item: &EventItem,
-    fields: &Fields,
-) {
-    for key in TierKey::of_event(generation, item.event_time) {
-        deltas.entry(key).or_default().record(fields);
-    }
-}
-
-/// Cuts `events` into consecutive runs that each touch at most
-/// `max_summaries` summaries, counting two generations (a rebuild in
-/// progress) for every event. Each run is committed on its own.
-pub fn runs(events: &[StreamEvent], max_summaries: usize) -> Vec<Range<usize>> {
-    let per_generation = (max_summaries / 2).max(2);
+/// Cuts `events` into consecutive runs that each write at most
+/// `max_items` items (scope states and summaries, counting two
+/// generations, a rebuild in progress, for every event). Each run is
+/// committed on its own.
+pub fn runs(events: &[StreamEvent], max_items: usize) -> Vec<Range<usize>> {
+    let per_generation = (max_items / 2).max(6);
     let mut out = Vec::new();
     let mut start = 0;
-    let mut touched = BTreeSet::new();
+    let mut touched: BTreeSet<SummaryKey> = BTreeSet::new();
+    let mut scopes: BTreeSet<Scope> = BTreeSet::new();
     for (i, event) in events.iter().enumerate() {
-        let keys = TierKey::of_event(0, event.item.event_time);
-        let new = keys.iter().filter(|k| !touched.contains(*k)).count();
-        if touched.len() + new > per_generation && i > start {
+        let keys = keys_of([event.item.as_ref()]);
+        let new_keys = keys.iter().filter(|k| !touched.contains(*k)).count();
+        let new_scopes = Scope::of_event(&event.item.name)
+            .iter()
+            .filter(|s| !scopes.contains(*s))
+            .count();
+        if touched.len() + scopes.len() + new_keys + new_scopes > per_generation && i > start {
             out.push(start..i);
             start = i;
             touched.clear();
+            scopes.clear();
         }
+        scopes.extend(keys.iter().map(|k| k.scope.clone()));
         touched.extend(keys);
     }
     if start < events.len() {

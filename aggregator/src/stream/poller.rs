@@ -12,9 +12,9 @@
 //! An idle shard is read four times a second, within the API's five
 //! GetRecords calls per second per shard.
 
+use crate::embedded::Clock;
 use crate::stream::records::{decode, from_streams_api, Record};
 use crate::stream::Aggregator;
-use crate::worker::Clock;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -56,10 +56,14 @@ pub struct Poller {
 
 impl Poller {
     /// Finds the table's stream.
-    pub async fn new(store: DynamoStore, streams: aws_sdk_dynamodbstreams::Client) -> Result<Self> {
+    pub async fn new(
+        store: DynamoStore,
+        streams: aws_sdk_dynamodbstreams::Client,
+        max_fields: usize,
+    ) -> Result<Self> {
         let stream_arn = store.stream_arn().await?;
         Ok(Poller {
-            aggregator: Aggregator::new(store),
+            aggregator: Aggregator::new(store, max_fields),
             streams,
             stream_arn,
             cursors: BTreeMap::new(),

@@ -28,23 +28,26 @@
 //! start unless forced, and never reuses a generation.
 
 use crate::control::{RebuildRequests, RebuildState};
+use crate::embedded::Clock;
 use crate::stream::{render, retry_conflicts};
-use crate::worker::Clock;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use sygno_shared::domain::aggregates::event_fields;
-use sygno_shared::domain::series::Summary;
-use sygno_shared::domain::tiers::TierKey;
+use sygno_shared::domain::expose::ExposeKind;
+use sygno_shared::domain::fold::{fold, Batch, LatestKey, Scope, ScopeState, SummaryKey};
+use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::{format_rfc3339, window_end, Millis};
 use sygno_shared::store::dynamo::state::{
-    LatestEvent, NextGeneration, StateCommit, MAX_SUMMARIES_PER_COMMIT,
+    NextGeneration, ScopeItem, StateCommit, MAX_TRANSACTION_ITEMS,
 };
 use sygno_shared::store::dynamo::{DynamoStore, LOG_SHARDS};
 use sygno_shared::store::StoreError;
+use sygno_shared::views::render_latest;
 
 /// Timing of a rebuild.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
+    /// `SYGNO_MAX_FIELDS`: distinct fields per aggregate and window.
+    pub max_fields: usize,
     /// How far ahead of this machine's clock the cut lies: more than the
     /// clock skew between this machine and the writers.
     pub margin: Duration,
@@ -57,6 +60,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            max_fields: sygno_shared::domain::limit::DEFAULT_MAX_FIELDS,
             margin: Duration::from_secs(5),
             settle: Duration::from_secs(30),
             force: false,
@@ -124,16 +128,22 @@ pub async fn rebuild(
         .await;
     }
 
-    let (summaries, latest, events) = read_log(store, generation, cut, progress).await?;
-    let total = summaries.len();
-    let keys: Vec<TierKey> = summaries.keys().copied().collect();
+    let (rebuilt, latest, events) = read_log(store, cut, options.max_fields, progress).await?;
+    let total = rebuilt.summaries.len() + rebuilt.scopes.len();
     let mut merged = 0;
-    for chunk in keys.chunks(MAX_SUMMARIES_PER_COMMIT) {
-        merge(store, generation, chunk, &summaries).await?;
+    let keys: Vec<SummaryKey> = rebuilt.summaries.keys().cloned().collect();
+    for chunk in keys.chunks(MAX_TRANSACTION_ITEMS - 1) {
+        merge_summaries(store, generation, chunk, &rebuilt.summaries).await?;
         merged += chunk.len();
         progress(Progress::Merged(merged, total));
     }
-    switch(store, clock, generation, cut, latest).await?;
+    let scopes: Vec<Scope> = rebuilt.scopes.keys().cloned().collect();
+    for chunk in scopes.chunks(MAX_TRANSACTION_ITEMS - 1) {
+        merge_scopes(store, generation, chunk, &rebuilt.scopes, &latest).await?;
+        merged += chunk.len();
+        progress(Progress::Merged(merged, total));
+    }
+    switch(store, clock, generation, cut).await?;
     let mut deleted = 0;
     for old in 0..generation {
         deleted += store.delete_generation(old).await?;
@@ -142,7 +152,7 @@ pub async fn rebuild(
     Ok(Report {
         generation,
         events,
-        summaries: total,
+        summaries: rebuilt.summaries.len(),
         cut,
     })
 }
@@ -176,13 +186,12 @@ async fn start(
             generation,
             cut,
             started_at: now,
-            latest: None,
         });
         store
             .commit_state(StateCommit {
                 state: &next,
+                scopes: &[],
                 summaries: &[],
-                rows: None,
             })
             .await?;
         Ok(Ok((generation, cut)))
@@ -191,28 +200,36 @@ async fn start(
     started
 }
 
-type Folded = (BTreeMap<TierKey, Summary>, Option<LatestEvent>, u64);
+/// The log up to the cut, folded: scope states and summaries, the
+/// `latest` row of each aggregate, and the events read.
+type Folded = (Batch, BTreeMap<Scope, (LatestKey, String)>, u64);
 
-/// Folds every event received at or before `cut` into `generation`.
+/// Reads every log shard (a paged `Query` each) and folds the events
+/// received at or before `cut` with the one fold. Shards are read one
+/// after another, so where an aggregate reached its field limit, which
+/// fields it kept may differ from what the stream's order kept.
 async fn read_log(
     store: &DynamoStore,
-    generation: u64,
     cut: Millis,
+    max_fields: usize,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Folded, RebuildError> {
-    let mut summaries: BTreeMap<TierKey, Summary> = BTreeMap::new();
-    let mut latest = None;
+    let mut batch = Batch::default();
+    let mut latest: BTreeMap<Scope, (LatestKey, String)> = BTreeMap::new();
     let mut events = 0u64;
     for shard in 0..LOG_SHARDS {
         let mut cursor = None;
         loop {
             let (items, next) = store.read_log_page(shard, cursor).await?;
             for item in items.iter().filter(|i| i.received_at <= cut) {
-                let fields = event_fields(&item.data).unwrap_or_default();
-                for key in TierKey::of_event(generation, item.event_time) {
-                    summaries.entry(key).or_default().record(&fields);
+                let folded = fold(&mut batch, &item.as_ref(), max_fields);
+                if !folded.latest_of.is_empty() {
+                    let key = LatestKey::of(&item.as_ref());
+                    let doc = render_latest(&item.as_ref());
+                    for scope in folded.latest_of {
+                        latest.insert(scope, (key.clone(), doc.clone()));
+                    }
                 }
-                LatestEvent::later(&mut latest, &item.latest());
                 events += 1;
             }
             progress(Progress::Read(events));
@@ -222,35 +239,37 @@ async fn read_log(
             }
         }
     }
-    Ok((summaries, latest, events))
+    Ok((batch, latest, events))
 }
 
-/// Adds the rebuilt summaries of `keys` to what `generation` holds.
-async fn merge(
+/// Merges rebuilt summaries into the next generation's (which hold the
+/// events received after the cut), one transaction per call.
+async fn merge_summaries(
     store: &DynamoStore,
     generation: u64,
-    keys: &[TierKey],
-    rebuilt: &BTreeMap<TierKey, Summary>,
+    keys: &[SummaryKey],
+    rebuilt: &BTreeMap<SummaryKey, Summary>,
 ) -> Result<(), RebuildError> {
     let ours = retry_conflicts(|| async {
         let state = store.read_state().await?;
         if state.next.as_ref().map(|n| n.generation) != Some(generation) {
             return Ok(false);
         }
-        let mut stored: HashMap<TierKey, Summary> = store.read_summaries(keys).await?;
-        for key in keys {
-            if let Some(summary) = rebuilt.get(key) {
-                stored.entry(*key).or_default().merge(summary);
+        let wanted: Vec<(u64, SummaryKey)> = keys.iter().map(|k| (generation, k.clone())).collect();
+        let mut stored = store.read_summaries(&wanted).await?;
+        for key in &wanted {
+            if let Some(summary) = rebuilt.get(&key.1) {
+                stored.entry(key.clone()).or_default().merge(summary);
             }
         }
         let mut next = state;
         next.version += 1;
-        let summaries: Vec<(TierKey, Summary)> = stored.into_iter().collect();
+        let summaries: Vec<((u64, SummaryKey), Summary)> = stored.into_iter().collect();
         store
             .commit_state(StateCommit {
                 state: &next,
+                scopes: &[],
                 summaries: &summaries,
-                rows: None,
             })
             .await?;
         Ok(true)
@@ -263,37 +282,42 @@ async fn merge(
     }
 }
 
-/// Makes `generation` live and renders its rows.
-async fn switch(
+/// Merges rebuilt scope states into the next generation's (the events
+/// received after the cut), one transaction per call.
+async fn merge_scopes(
     store: &DynamoStore,
-    clock: &Clock,
     generation: u64,
-    cut: Millis,
-    latest: Option<LatestEvent>,
+    scopes: &[Scope],
+    rebuilt: &BTreeMap<Scope, ScopeState>,
+    latest: &BTreeMap<Scope, (LatestKey, String)>,
 ) -> Result<(), RebuildError> {
     let ours = retry_conflicts(|| async {
         let state = store.read_state().await?;
-        let Some(next_generation) = state.next.clone().filter(|n| n.generation == generation)
-        else {
+        if state.next.as_ref().map(|n| n.generation) != Some(generation) {
             return Ok(false);
-        };
-        let mut next = state.clone();
-        next.version += 1;
-        next.generation = generation;
-        next.floor = cut;
-        next.latest = next_generation.latest;
-        if let Some(latest) = &latest {
-            LatestEvent::later(&mut next.latest, latest);
         }
-        next.next = None;
-        let end = window_end(clock()).max(state.rendered_end);
-        let rows = render(store, &next, &HashMap::new(), end).await?;
-        next.rendered_end = end;
+        let wanted: Vec<(u64, Scope)> = scopes.iter().map(|s| (generation, s.clone())).collect();
+        let stored = store.read_scopes(&wanted).await?;
+        let mut items: Vec<((u64, Scope), ScopeItem)> = Vec::with_capacity(wanted.len());
+        for key in wanted {
+            let mut item: ScopeItem = stored.get(&key).cloned().unwrap_or_default();
+            if let Some(ours) = rebuilt.get(&key.1) {
+                if let Some((latest_key, doc)) = latest.get(&key.1) {
+                    if item.state.latest.as_ref().is_none_or(|l| l < latest_key) {
+                        item.latest = Some(doc.clone());
+                    }
+                }
+                item.state.merge(ours);
+            }
+            items.push((key, item));
+        }
+        let mut next = state;
+        next.version += 1;
         store
             .commit_state(StateCommit {
                 state: &next,
+                scopes: &items,
                 summaries: &[],
-                rows: Some(&rows),
             })
             .await?;
         Ok(true)
@@ -304,6 +328,63 @@ async fn switch(
     } else {
         Err(RebuildError::Superseded(generation))
     }
+}
+
+/// Makes `generation` live and renders every aggregate's rows from it.
+async fn switch(
+    store: &DynamoStore,
+    clock: &Clock,
+    generation: u64,
+    cut: Millis,
+) -> Result<(), RebuildError> {
+    let switched = retry_conflicts(|| async {
+        let state = store.read_state().await?;
+        if state
+            .next
+            .as_ref()
+            .is_none_or(|n| n.generation != generation)
+        {
+            return Ok(None);
+        }
+        let mut next = state.clone();
+        next.version += 1;
+        next.generation = generation;
+        next.floor = cut;
+        next.next = None;
+        let end = window_end(clock()).max(state.rendered_end);
+        next.rendered_end = end;
+        store
+            .commit_state(StateCommit {
+                state: &next,
+                scopes: &[],
+                summaries: &[],
+            })
+            .await?;
+        Ok(Some((next.version, end)))
+    })
+    .await?;
+    let Some((version, end)) = switched else {
+        return Err(RebuildError::Superseded(generation));
+    };
+    let scopes = store.query_scopes(generation).await?;
+    let all: Vec<(&Scope, &ScopeState)> = scopes.iter().map(|(s, i)| (s, &i.state)).collect();
+    let mut rows = render(
+        store,
+        generation,
+        &all,
+        &BTreeMap::new(),
+        &mut HashMap::new(),
+        end,
+    )
+    .await?;
+    rows.version = version;
+    rows.views.extend(scopes.iter().filter_map(|(scope, item)| {
+        item.latest
+            .clone()
+            .map(|doc| (scope.clone(), ExposeKind::Latest, doc))
+    }));
+    store.write_rows(rows).await?;
+    Ok(())
 }
 
 /// Serves `POST /admin/rebuild` for a server on the DynamoDB store: runs a

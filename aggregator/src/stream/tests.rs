@@ -6,7 +6,7 @@ use super::lambda::handle;
 use super::poller::Poller;
 use super::rebuild::{self, Options, Progress};
 use super::*;
-use crate::worker::Clock;
+use crate::embedded::Clock;
 use aws_sdk_dynamodbstreams::config::{BehaviorVersion, Region};
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use rand::seq::SliceRandom;
@@ -14,9 +14,14 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use sygno_shared::domain::event::NewEvent;
+use sygno_shared::domain::fold::{fold, LatestKey};
+use sygno_shared::domain::limit::DEFAULT_MAX_FIELDS;
 use sygno_shared::domain::time::MINUTE_MS;
+use sygno_shared::domain::window::fold_map;
+use sygno_shared::store::dynamo::state::{EventItem, MAX_TRANSACTION_ITEMS};
 use sygno_shared::store::dynamo::testing::{self, fresh_store, RequestLog};
 use sygno_shared::store::{EventLog, ViewStore};
+use sygno_shared::views::render_latest;
 
 /// Now, for these tests: a fixed minute plus 30 s.
 const NOW: Millis = 1_764_000_000_000 / MINUTE_MS * MINUTE_MS + 30_000;
@@ -31,7 +36,24 @@ fn streams_client() -> Option<aws_sdk_dynamodbstreams::Client> {
     Some(aws_sdk_dynamodbstreams::Client::from_conf(config))
 }
 
-/// Event `i`: spread over the last 3 hours, x = i / 7, some with a nested field.
+/// The sources events come from: event `i` is of `SOURCES[i % 3]`.
+const SOURCES: [&str; 3] = ["raw", "greenhouse-1", "greenhouse-2"];
+
+fn aggregator(store: &DynamoStore) -> Aggregator {
+    Aggregator::new(store.clone(), DEFAULT_MAX_FIELDS)
+}
+
+fn options(margin: Duration, settle: Duration) -> Options {
+    Options {
+        max_fields: DEFAULT_MAX_FIELDS,
+        margin,
+        settle,
+        force: false,
+    }
+}
+
+/// Event `i`: spread over the last 3 hours, x = i / 7, some with a nested
+/// field, of one of three sources.
 fn new_event(i: usize, received_at: Millis) -> NewEvent {
     let data = if i.is_multiple_of(3) {
         format!(r#"{{"x": {}, "n": {{"y": {i}}}}}"#, i as f64 / 7.0)
@@ -42,7 +64,7 @@ fn new_event(i: usize, received_at: Millis) -> NewEvent {
         event_id: format!("e{i:05}"),
         event_time: NOW - (i as i64 * 7_919 * 1000) % (3 * 3_600_000),
         received_at,
-        name: "raw".into(),
+        name: SOURCES[i % 3].into(),
         user_id: "u".into(),
         data,
         idempotency_key: None,
@@ -112,20 +134,32 @@ fn failures(response: &Value) -> Vec<String> {
 }
 
 async fn row(store: &DynamoStore, kind: ExposeKind) -> Value {
-    let doc = store.view(kind).await.expect("view").expect("row exists");
+    scope_row(store, &Scope::All, kind).await
+}
+
+async fn scope_row(store: &DynamoStore, scope: &Scope, kind: ExposeKind) -> Value {
+    let doc = store
+        .view(scope, kind)
+        .await
+        .expect("view")
+        .unwrap_or_else(|| panic!("row {scope:?} {kind:?} exists"));
     serde_json::from_str(&doc).expect("row is JSON")
 }
 
+/// Every aggregate: all events, and each source.
+fn scopes() -> Vec<Scope> {
+    std::iter::once(Scope::All)
+        .chain(SOURCES.iter().map(|s| Scope::Source((*s).to_owned())))
+        .collect()
+}
+
+/// Every row of every aggregate, in `ExposeKind::ALL` order.
 async fn rows(store: &DynamoStore) -> Vec<Value> {
     let mut out = Vec::new();
-    for kind in [
-        ExposeKind::Latest,
-        ExposeKind::DayAverage,
-        ExposeKind::DayDevt,
-        ExposeKind::WeekAverage,
-        ExposeKind::WeekDevt,
-    ] {
-        out.push(row(store, kind).await);
+    for scope in scopes() {
+        for kind in ExposeKind::ALL {
+            out.push(scope_row(store, &scope, kind).await);
+        }
     }
     out
 }
@@ -157,27 +191,49 @@ fn assert_close(a: &Value, b: &Value, path: &str) {
     }
 }
 
-/// The rows of the events, computed in memory from scratch.
+/// The rows of the events, computed in memory from scratch with the one
+/// fold, for every aggregate (the order of [`rows`]).
 fn reference_rows(events: &[NewEvent], end: Millis) -> Vec<Value> {
-    let mut state = sygno_shared::domain::aggregates::Aggregates::default();
-    let logged: Vec<_> = events
+    let items: Vec<EventItem> = events
         .iter()
-        .enumerate()
-        .map(|(i, e)| sygno_shared::domain::event::LoggedEvent {
-            seq: i as u64 + 1,
+        .map(|e| EventItem {
+            pk: "log#00".into(),
             event_id: e.event_id.clone(),
             event_time: e.event_time,
+            received_at: e.received_at,
             name: e.name.clone(),
-            user_id: e.user_id.clone(),
             data: e.data.clone(),
         })
         .collect();
-    crate::worker::apply_all(&mut state, &logged);
-    let latest = state.latest.clone();
-    crate::worker::render_rows(&mut state, end, latest.as_ref())
-        .into_iter()
-        .map(|(_, doc)| serde_json::from_str(&doc).expect("json"))
-        .collect()
+    let mut batch = sygno_shared::domain::fold::Batch::default();
+    let mut latest: BTreeMap<Scope, (LatestKey, String)> = BTreeMap::new();
+    for item in &items {
+        for scope in fold(&mut batch, &item.as_ref(), DEFAULT_MAX_FIELDS).latest_of {
+            latest.insert(
+                scope,
+                (LatestKey::of(&item.as_ref()), render_latest(&item.as_ref())),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for scope in scopes() {
+        let map: BTreeMap<(Tier, i64), Summary> = batch
+            .summaries
+            .iter()
+            .filter(|(k, _)| k.scope == scope)
+            .map(|(k, s)| ((k.tier, k.index), s.clone()))
+            .collect();
+        let windows = [fold_map(&map, end, DAY_MS), fold_map(&map, end, WEEK_MS)];
+        let mut docs: BTreeMap<ExposeKind, String> =
+            render_windows(end, &windows, 0).into_iter().collect();
+        if let Some((_, doc)) = latest.get(&scope) {
+            docs.insert(ExposeKind::Latest, doc.clone());
+        }
+        for kind in ExposeKind::ALL {
+            out.push(serde_json::from_str(&docs[&kind]).expect("json"));
+        }
+    }
+    out
 }
 
 fn assert_rows_match(actual: &[Value], expected: &[Value]) {
@@ -193,7 +249,7 @@ async fn a_batch_counts_once_however_often_and_however_split_it_is_delivered() {
     let Some((store, _)) = fresh_store("sygno-agg").await else {
         return;
     };
-    let agg = Aggregator::new(store.clone());
+    let agg = aggregator(&store);
     let events: Vec<NewEvent> = (0..60).map(|i| new_event(i, NOW - 1_000)).collect();
     write(&store, events.clone()).await;
     let records = stream_records(&store).await;
@@ -223,7 +279,7 @@ async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
     let Some((source, _)) = fresh_store("sygno-agg").await else {
         return;
     };
-    let source_agg = Aggregator::new(source.clone());
+    let source_agg = aggregator(&source);
     let events: Vec<NewEvent> = (0..120).map(|i| new_event(i, NOW - 5_000)).collect();
     write(&source, events.clone()).await;
     let records = stream_records(&source).await;
@@ -240,7 +296,7 @@ async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
         let Some((store, _)) = fresh_store("sygno-agg-order").await else {
             return;
         };
-        let agg = Aggregator::new(store.clone());
+        let agg = aggregator(&store);
         // Batches of 7 from each shard, interleaved at random but each
         // shard in order; some batches delivered twice.
         let mut order: Vec<bool> = std::iter::repeat_n(true, a.len().div_ceil(7))
@@ -266,7 +322,7 @@ async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
     };
     // Each shard in its own container: two aggregators, two caches.
     let run = |shard: Vec<Value>| {
-        let agg = Aggregator::new(store.clone());
+        let agg = aggregator(&store);
         async move {
             for chunk in shard.chunks(5) {
                 assert!(failures(&handle(&agg, &batch(chunk), NOW).await).is_empty());
@@ -280,11 +336,7 @@ async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
     // A rebuild from the log gives the same rows.
     assert!(failures(&handle(&source_agg, &batch(&records), NOW).await).is_empty());
     let clock: Clock = Arc::new(|| NOW);
-    let options = Options {
-        margin: Duration::ZERO,
-        settle: Duration::ZERO,
-        force: false,
-    };
+    let options = options(Duration::ZERO, Duration::ZERO);
     let report = rebuild::rebuild(&source, &clock, options, &mut |_| {})
         .await
         .expect("rebuild");
@@ -297,7 +349,7 @@ async fn a_poison_record_is_reported_and_the_rest_applied() {
     let Some((store, _)) = fresh_store("sygno-agg").await else {
         return;
     };
-    let agg = Aggregator::new(store.clone());
+    let agg = aggregator(&store);
     let events: Vec<NewEvent> = (0..10).map(|i| new_event(i, NOW - 1_000)).collect();
     write(&store, events.clone()).await;
     let mut records = stream_records(&store).await;
@@ -317,7 +369,7 @@ async fn a_failed_commit_reports_the_first_event_not_committed() {
     };
     write(&store, (0..3).map(|i| new_event(i, NOW))).await;
     let records = stream_records(&store).await;
-    let missing = Aggregator::new(DynamoStore::new(
+    let missing = aggregator(&DynamoStore::new(
         store.client().clone(),
         "sygno-no-such-table",
     ));
@@ -335,7 +387,7 @@ async fn own_writes_in_the_stream_are_ignored_and_windows_roll_on_schedule() {
     let Some((store, _)) = fresh_store("sygno-agg").await else {
         return;
     };
-    let agg = Aggregator::new(store.clone());
+    let agg = aggregator(&store);
     write(&store, (0..5).map(|i| new_event(i, NOW))).await;
     handle(&agg, &batch(&stream_records(&store).await), NOW).await;
     let state = store.read_state().await.expect("state");
@@ -381,7 +433,9 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
         events.push(event.clone());
         write(&store, [event]).await;
     }
-    let mut poller = Poller::new(store.clone(), streams).await.expect("poller");
+    let mut poller = Poller::new(store.clone(), streams, DEFAULT_MAX_FIELDS)
+        .await
+        .expect("poller");
     poller.poll_once(clock()).await.expect("poll");
 
     let writer = {
@@ -404,11 +458,7 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
             tokio::task::yield_now().await;
         }
     };
-    let options = Options {
-        margin: Duration::from_millis(20),
-        settle: Duration::from_millis(300),
-        force: false,
-    };
+    let options = options(Duration::from_millis(20), Duration::from_millis(300));
     let mut seen = Vec::new();
     let mut record_progress = |p| seen.push(p);
     let rebuilding = rebuild::rebuild(&store, &clock, options, &mut record_progress);
@@ -419,25 +469,32 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
     assert!(report.events >= 40 && report.events <= 100, "{report:?}");
     // Catch up with whatever the stream still holds.
     while poller.poll_once(NOW).await.expect("poll") > 0 {}
+    // Every aggregate's rows at one window end (the switch rendered at the
+    // rebuild's clock, the poller only the aggregates it touched).
+    aggregator(&store).roll(NOW).await.expect("roll");
     let state = store.read_state().await.expect("state");
     assert_eq!(state.generation, report.generation);
     assert!(state.next.is_none());
     // The replaced generation is gone.
     assert!(matches!(seen.last(), Some(Progress::Cleaned { deleted }) if *deleted > 0));
-    for tier in [Tier::Minute, Tier::Hour] {
-        let left = store
-            .query_summaries(0, tier, i64::MIN..i64::MAX)
-            .await
-            .expect("query");
-        assert!(
-            left.is_empty(),
-            "{} {tier:?} summaries of generation 0 left",
-            left.len()
-        );
+    assert!(store.query_scopes(0).await.expect("scopes").is_empty());
+    for scope in scopes() {
+        for tier in [Tier::Minute, Tier::Hour] {
+            let left = store
+                .query_summaries(0, &scope, tier, i64::MIN..i64::MAX)
+                .await
+                .expect("query");
+            assert!(
+                left.is_empty(),
+                "{} {tier:?} summaries of generation 0 left",
+                left.len()
+            );
+        }
     }
+    assert_eq!(state.rendered_end, window_end(NOW));
     assert_rows_match(
         &rows(&store).await,
-        &reference_rows(&events, state.rendered_end),
+        &reference_rows(&events, window_end(NOW)),
     );
 
     // A second rebuild refuses to start while one seems to be running.
@@ -447,14 +504,13 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
         generation: stuck.allocated + 1,
         cut: NOW,
         started_at: NOW,
-        latest: None,
     });
     stuck.allocated += 1;
     store
         .commit_state(StateCommit {
             state: &stuck,
+            scopes: &[],
             summaries: &[],
-            rows: None,
         })
         .await
         .expect("commit");
@@ -481,10 +537,7 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
     );
     assert_rows_match(
         &rows(&store).await,
-        &reference_rows(
-            &events,
-            store.read_state().await.expect("state").rendered_end,
-        ),
+        &reference_rows(&events, window_end(NOW)),
     );
 }
 
@@ -499,7 +552,7 @@ async fn aggregator_requests_per_event_by_batch_size() {
             return;
         };
         let store = DynamoStore::new(client, &testing::table_name("sygno-agg-count"));
-        let agg = Aggregator::new(store.clone());
+        let agg = aggregator(&store);
         store.create_table().await.expect("create");
         let total = batch_size.clamp(100, 1000);
         // Events in the current minute, as a live stream mostly is.
@@ -540,8 +593,8 @@ async fn aggregator_requests_per_event_by_batch_size() {
 }
 
 /// What one commit costs with a full week of 20-field history: the reads
-/// are dominated by the week's hour summaries (printed; the request count
-/// is asserted).
+/// are dominated by the week's hour summaries (printed; the request counts
+/// that show the window cache at work are asserted).
 #[tokio::test]
 async fn one_commit_over_a_week_of_twenty_fields() {
     let log = RequestLog::default();
@@ -549,10 +602,10 @@ async fn one_commit_over_a_week_of_twenty_fields() {
         return;
     };
     let store = DynamoStore::new(client, &testing::table_name("sygno-agg-week"));
-    let agg = Aggregator::new(store.clone());
+    let agg = aggregator(&store);
     store.create_table().await.expect("create");
     // One summary per hour of the week and per minute of the last hour,
-    // each with 20 fields.
+    // each with 20 fields, for all events and for the event's source.
     let mut summary = Summary::default();
     for i in 0..20 {
         let fields = (0..20)
@@ -561,28 +614,36 @@ async fn one_commit_over_a_week_of_twenty_fields() {
         summary.record(&fields);
     }
     let end_minute = window_end(NOW) / MINUTE_MS;
-    let mut keys: Vec<TierKey> = (0..170)
-        .map(|h| TierKey {
-            generation: 0,
-            tier: Tier::Hour,
-            index: end_minute / 60 - h,
-        })
-        .collect();
-    keys.extend((0..60).map(|m| TierKey {
-        generation: 0,
-        tier: Tier::Minute,
-        index: end_minute - 1 - m,
-    }));
+    let source = Scope::Source(new_event(1, NOW).name);
+    let mut keys: Vec<(u64, SummaryKey)> = Vec::new();
+    for scope in [Scope::All, source.clone()] {
+        keys.extend((0..170).map(|h| {
+            let key = SummaryKey {
+                scope: scope.clone(),
+                tier: Tier::Hour,
+                index: end_minute / 60 - h,
+            };
+            (0, key)
+        }));
+        keys.extend((0..60).map(|m| {
+            let key = SummaryKey {
+                scope: scope.clone(),
+                tier: Tier::Minute,
+                index: end_minute - 1 - m,
+            };
+            (0, key)
+        }));
+    }
     let mut state = store.read_state().await.expect("state");
-    for chunk in keys.chunks(MAX_SUMMARIES_PER_COMMIT) {
+    for chunk in keys.chunks(MAX_TRANSACTION_ITEMS - 1) {
         state.version += 1;
-        let summaries: Vec<(TierKey, Summary)> =
-            chunk.iter().map(|k| (*k, summary.clone())).collect();
+        let summaries: Vec<((u64, SummaryKey), Summary)> =
+            chunk.iter().map(|k| (k.clone(), summary.clone())).collect();
         store
             .commit_state(StateCommit {
                 state: &state,
+                scopes: &[],
                 summaries: &summaries,
-                rows: None,
             })
             .await
             .expect("seed");
@@ -594,27 +655,25 @@ async fn one_commit_over_a_week_of_twenty_fields() {
     assert!(failures(&handle(&agg, &batch(&records), NOW).await).is_empty());
     let sent = log.take();
     let units = log.take_capacity();
+    let count = |sent: &[String], op: &str| sent.iter().filter(|s| *s == op).count();
     eprintln!(
         "one commit over a week of 20 fields: {} requests ({sent:?}), ~{:.1} RCU, ~{:.1} WCU",
         sent.len(),
         units.read,
         units.write
     );
-    assert_eq!(
-        sent.iter().filter(|s| *s == "TransactWriteItems").count(),
-        1
-    );
-    assert!(sent.len() <= 7, "{sent:?}");
+    assert_eq!(count(&sent, "TransactWriteItems"), 1);
+    let cold_queries = count(&sent, "Query");
     assert!(row(&store, ExposeKind::WeekAverage).await["count"].as_u64() > Some(3000));
 
     // The next commit in the same minute, by the same container, of an
-    // event in the current hour, renders from what the first one read: only
-    // the state item is read. (An older event's minute costs one BatchGetItem.)
+    // event in the current minute, renders from the folds the first one
+    // made: per aggregate, one Query for the current minute.
     write(
         &store,
         [NewEvent {
             event_time: NOW - 1_000,
-            ..new_event(2, NOW)
+            ..new_event(4, NOW)
         }],
     )
     .await;
@@ -630,16 +689,31 @@ async fn one_commit_over_a_week_of_twenty_fields() {
         units.read,
         units.write
     );
-    assert_eq!(sent, ["GetItem", "TransactWriteItems"]);
+    assert_eq!(count(&sent, "TransactWriteItems"), 1);
+    assert_eq!(count(&sent, "Query"), 2, "{sent:?} (cold: {cold_queries})");
+    assert!(cold_queries > 4);
     // It rendered what a cold container renders from the store.
-    let warm = rows(&store).await;
     let state = store.read_state().await.expect("state");
-    let cold = render(&store, &state, &HashMap::new(), state.rendered_end)
+    let stored = store.query_scopes(state.generation).await.expect("scopes");
+    for (scope, item) in &stored {
+        let cold = render(
+            &store,
+            state.generation,
+            &[(scope, &item.state)],
+            &BTreeMap::new(),
+            &mut HashMap::new(),
+            window_end(NOW),
+        )
         .await
         .expect("render");
-    let cold: Vec<Value> = cold
-        .iter()
-        .map(|(_, doc)| serde_json::from_str(doc).expect("json"))
-        .collect();
-    assert_eq!(warm, cold);
+        for (_, kind, doc) in cold.views {
+            let doc: Value = serde_json::from_str(&doc).expect("json");
+            assert_eq!(
+                scope_row(&store, scope, kind).await,
+                doc,
+                "{scope:?} {kind:?}"
+            );
+        }
+    }
+    assert_eq!(stored.len(), 2, "all events and the one source");
 }

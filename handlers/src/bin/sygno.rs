@@ -15,6 +15,7 @@ use sygno_aggregator::stream;
 use sygno_aggregator::stream::rebuild::Progress;
 use sygno_handlers::local::{rebuild_store, serve, serve_dynamo, system_clock};
 use sygno_shared::domain::auth::{ApiKeys, Role};
+use sygno_shared::domain::limit::{parse_max_fields, DEFAULT_MAX_FIELDS};
 use sygno_shared::domain::time::format_rfc3339;
 use sygno_shared::store::dynamo::{DynamoStore, TTL_ATTRIBUTE};
 use sygno_shared::store::embedded::EmbeddedStore;
@@ -86,11 +87,17 @@ struct StoreArgs {
     /// the log; longer than any write takes.
     #[arg(long, env = "SYGNO_REBUILD_SETTLE_SECS", default_value_t = 30)]
     rebuild_settle_secs: u64,
+    /// Distinct numeric fields each aggregate (a source, or all events)
+    /// takes within its 7-day window; more are stored but not aggregated.
+    #[arg(long, env = "SYGNO_MAX_FIELDS", default_value_t = DEFAULT_MAX_FIELDS,
+          value_parser = |text: &str| parse_max_fields(Some(text)))]
+    max_fields: usize,
 }
 
 impl StoreArgs {
     fn rebuild_options(&self, force: bool) -> stream::rebuild::Options {
         stream::rebuild::Options {
+            max_fields: self.max_fields,
             settle: Duration::from_secs(self.rebuild_settle_secs),
             force,
             ..stream::rebuild::Options::default()
@@ -231,7 +238,16 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     drop(out);
-    serve(listener, store, keys, system_clock(), shutdown_signal()).await?;
+    let max_fields = args.store.max_fields;
+    serve(
+        listener,
+        store,
+        keys,
+        system_clock(),
+        max_fields,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -259,12 +275,12 @@ async fn run_dynamo_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         }
         Progress::Read(_) => {}
         Progress::Cleaned { deleted } => {
-            eprintln!("rebuild: switched over; {deleted} summaries of older generations deleted")
+            eprintln!("rebuild: switched over; {deleted} items of older generations deleted")
         }
         Progress::Merged(done, total) => {
             if done == total || last_report.elapsed().as_millis() >= 500 {
                 last_report = Instant::now();
-                eprintln!("rebuild: {done}/{total} summaries written");
+                eprintln!("rebuild: {done}/{total} summaries and aggregates written");
             }
         }
     };
@@ -293,13 +309,14 @@ async fn run_rebuild(args: StoreArgs) -> anyhow::Result<()> {
             eprintln!("rebuild: {read}/{target} events ({percent}%)");
         }
     };
-    let rebuilt = rebuild_store(&store, &system_clock(), &mut progress).await?;
+    let rebuilt = rebuild_store(&store, &system_clock(), args.max_fields, &mut progress).await?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "rebuilt the aggregates from the log up to event {} ({} one-minute buckets) in {:.1} s",
-        rebuilt.state.checkpoint,
-        rebuilt.buckets,
+        "rebuilt the aggregates from the log up to event {} ({} aggregates, {} summaries) in {:.1} s",
+        rebuilt.checkpoint,
+        rebuilt.scopes.len(),
+        rebuilt.summaries,
         started.elapsed().as_secs_f64()
     )?;
     Ok(())

@@ -6,7 +6,8 @@ use super::*;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use sygno_aggregator::worker::Worker;
+use sygno_aggregator::Worker;
+use sygno_shared::domain::limit::DEFAULT_MAX_FIELDS;
 use sygno_shared::store::embedded::EmbeddedStore;
 use sygno_shared::store::{AggregateStore, ChangeFeed};
 
@@ -57,7 +58,9 @@ async fn aggregate(h: &Harness) {
     let feed: Arc<dyn ChangeFeed> = Arc::new(h.store.clone());
     let aggregates: Arc<dyn AggregateStore> = Arc::new(h.store.clone());
     let now = chrono::Utc::now().timestamp_millis();
-    let mut worker = Worker::start(feed, aggregates, now).await.expect("worker");
+    let mut worker = Worker::start(feed, aggregates, DEFAULT_MAX_FIELDS, now)
+        .await
+        .expect("worker");
     worker.step(now).await.expect("step");
 }
 

@@ -9,25 +9,20 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde::Deserialize;
+use serde_json::{Map, Value};
 use sygno_shared::domain::auth::Role;
 use sygno_shared::domain::expose::ExposeKind;
-use sygno_shared::domain::series::Summary;
+use sygno_shared::domain::fold::Scope;
+use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::window_end;
-use sygno_shared::domain::write::classify;
+use sygno_shared::domain::write::{classify, MAX_NAME_CHARS};
 use sygno_shared::views::render_window;
 
-/// Fields other than `type` are ignored, as the original API did.
-#[derive(Deserialize)]
-struct Request {
-    #[serde(rename = "type")]
-    kind: String,
-}
+const SHAPE: &str = "body must be a JSON object {\"type\": T, \"name\"?: source} with T one of \
+     latest, 24h_average, 24h_devt, 7d_average, 7d_devt, 24h_stats, 7d_stats";
 
-const SHAPE: &str =
-    "body must be {\"type\": T} with T one of latest, 24h_average, 24h_devt, 7d_average, 7d_devt";
-
-/// Reads the latest event or a window's statistics.
+/// Reads the latest event or a window's statistics, of all events or of
+/// one source.
 #[utoipa::path(
     post,
     path = "/source/expose",
@@ -38,9 +33,9 @@ const SHAPE: &str =
         (status = 400, description = "Body is not JSON", body = ErrorResponse),
         (status = 401, description = "Missing or unknown key", body = ErrorResponse),
         (status = 403, description = "Key lacks the read role", body = ErrorResponse),
-        (status = 404, description = "`latest` before any event", body = ErrorResponse),
+        (status = 404, description = "`latest` before any event (`not_found`), or a `name` never written (`unknown_source`)", body = ErrorResponse),
         (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
-        (status = 422, description = "Unknown `type`", body = ErrorResponse),
+        (status = 422, description = "Not an object, unknown `type`, or a bad `name`", body = ErrorResponse),
         (status = 503, description = "Store unavailable", body = ErrorResponse),
     ),
     security(("api_key" = []))
@@ -52,18 +47,39 @@ pub async fn expose(
 ) -> Result<Response, ApiError> {
     authorize(&state.keys, &headers, Role::Read)?;
     let bytes = read_json_body(&headers, body).await?;
-    let request: Request =
+    // Other fields are ignored, as the original API did.
+    let request: Map<String, Value> =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::from(classify(&e, &bytes, SHAPE)))?;
-    let kind = ExposeKind::parse(&request.kind)
-        .ok_or_else(|| ApiError::invalid_body(format!("unknown `type`: {SHAPE}")))?;
-    match state.views.view(kind).await? {
+    let kind = match request.get("type") {
+        Some(Value::String(text)) => ExposeKind::parse(text),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::invalid_body(format!("missing or unknown `type`: {SHAPE}")))?;
+    let scope = match request.get("name") {
+        None | Some(Value::Null) => Scope::All,
+        Some(Value::String(name)) if (1..=MAX_NAME_CHARS).contains(&name.chars().count()) => {
+            Scope::Source(name.clone())
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_body(format!(
+                "`name` must be a source name of 1 to {MAX_NAME_CHARS} characters"
+            )))
+        }
+    };
+    match state.views.view(&scope, kind).await? {
         Some(doc) => Ok(envelope(StatusCode::OK, kind.as_str(), &doc)),
+        // A source's rows exist from its first aggregated event on.
+        None if scope != Scope::All => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            "no event of this source has been aggregated",
+        )),
         None if kind == ExposeKind::Latest => Err(ApiError::not_found(
             "no event has been written yet".to_owned(),
         )),
         // No row yet means no event was ever aggregated: an empty window.
         None => {
-            let doc = render_window(kind, window_end(now_ms()), &Summary::default());
+            let doc = render_window(kind, window_end(now_ms()), &Summary::default(), 0);
             Ok(envelope(StatusCode::OK, kind.as_str(), &doc))
         }
     }

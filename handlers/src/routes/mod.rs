@@ -1,7 +1,8 @@
 //! The router: one function, [`app`], serves every entry point.
 //!
 //! Routes: `POST {/source,/sygno}/write_raw` (role write),
-//! `POST {/source,/sygno}/expose` (role read), `GET /health`,
+//! `POST {/source,/sygno}/expose` and `GET {/source,/sygno}/sources`
+//! (role read), `GET /health`,
 //! `POST|GET /admin/rebuild` (role admin), `GET /docs`, `GET /openapi.json`.
 //! Unknown routes (404), wrong methods (405) and panics (500) answer in the
 //! envelope too.
@@ -9,6 +10,7 @@
 pub mod admin;
 pub mod expose;
 pub mod health;
+pub mod sources;
 pub mod write_raw;
 
 use crate::error::ApiError;
@@ -29,6 +31,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub const PREFIXES: [&str; 2] = ["/source", "/sygno"];
 pub const WRITE_RAW: &str = "/write_raw";
 pub const EXPOSE: &str = "/expose";
+pub const SOURCES: &str = "/sources";
 pub const HEALTH: &str = "/health";
 pub const ADMIN_REBUILD: &str = "/admin/rebuild";
 pub const DOCS: &str = "/docs";
@@ -74,7 +77,8 @@ pub fn app(state: AppState) -> Router {
     for prefix in PREFIXES {
         router = router
             .route(&format!("{prefix}{WRITE_RAW}"), post(write_raw::write_raw))
-            .route(&format!("{prefix}{EXPOSE}"), post(expose::expose));
+            .route(&format!("{prefix}{EXPOSE}"), post(expose::expose))
+            .route(&format!("{prefix}{SOURCES}"), get(sources::list_sources));
     }
     let router = router
         .route(HEALTH, get(health::health))

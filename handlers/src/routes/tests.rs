@@ -4,8 +4,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use sygno_aggregator::control;
-use sygno_aggregator::worker::Worker;
+use sygno_aggregator::Worker;
 use sygno_shared::domain::event::{Appended, NewEvent};
+use sygno_shared::domain::limit::DEFAULT_MAX_FIELDS;
 use sygno_shared::store::embedded::EmbeddedStore;
 use sygno_shared::store::{AggregateStore, ChangeFeed, StoreError};
 use tower::ServiceExt;
@@ -670,7 +671,9 @@ async fn write_then_step_then_read() {
     let feed: Arc<dyn ChangeFeed> = Arc::new(h.store.clone());
     let aggregates: Arc<dyn AggregateStore> = Arc::new(h.store.clone());
     let now = chrono::Utc::now().timestamp_millis();
-    let mut worker = Worker::start(feed, aggregates, now).await.expect("worker");
+    let mut worker = Worker::start(feed, aggregates, DEFAULT_MAX_FIELDS, now)
+        .await
+        .expect("worker");
     assert_eq!(worker.step(now).await.expect("step"), 1);
 
     let (status, body) = send(
@@ -804,8 +807,12 @@ impl EventLog for BrokenStore {
 impl ViewStore for BrokenStore {
     async fn view(
         &self,
+        _: &sygno_shared::domain::fold::Scope,
         _: sygno_shared::domain::expose::ExposeKind,
     ) -> Result<Option<Arc<str>>, StoreError> {
+        Err(StoreError::Unavailable("disk on fire".into()))
+    }
+    async fn sources(&self) -> Result<Vec<Arc<str>>, StoreError> {
         Err(StoreError::Unavailable("disk on fire".into()))
     }
 }

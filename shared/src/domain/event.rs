@@ -34,7 +34,21 @@ pub struct LoggedEvent {
     pub seq: u64,
     pub event_id: String,
     pub event_time: Millis,
+    pub received_at: Millis,
     pub name: String,
     pub user_id: String,
     pub data: String,
+}
+
+impl LoggedEvent {
+    /// As the fold reads it.
+    pub fn as_ref(&self) -> crate::domain::fold::EventRef<'_> {
+        crate::domain::fold::EventRef {
+            event_id: &self.event_id,
+            event_time: self.event_time,
+            received_at: self.received_at,
+            name: &self.name,
+            data: &self.data,
+        }
+    }
 }

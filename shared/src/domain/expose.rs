@@ -2,7 +2,7 @@
 
 use crate::domain::time::{Millis, DAY_MS, WEEK_MS};
 
-/// One materialized row of the read model.
+/// One materialized row of the read model (per aggregate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ExposeKind {
     Latest,
@@ -10,22 +10,50 @@ pub enum ExposeKind {
     DayDevt,
     WeekAverage,
     WeekDevt,
+    DayStats,
+    WeekStats,
 }
 
-/// Which statistic a window row reports.
+/// Which statistics a window row reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Statistic {
+    /// v1: `value` is the mean.
     Mean,
+    /// v1: `value` is the sample standard deviation.
     SampleStd,
+    /// v2: count, mean, std, min and max.
+    All,
 }
 
 impl ExposeKind {
-    pub const ALL: [ExposeKind; 5] = [
+    pub const ALL: [ExposeKind; 7] = [
         ExposeKind::Latest,
         ExposeKind::DayAverage,
         ExposeKind::DayDevt,
         ExposeKind::WeekAverage,
         ExposeKind::WeekDevt,
+        ExposeKind::DayStats,
+        ExposeKind::WeekStats,
+    ];
+
+    /// The window rows, by window: `(span, kinds)`.
+    pub const WINDOWS: [(Millis, [ExposeKind; 3]); 2] = [
+        (
+            DAY_MS,
+            [
+                ExposeKind::DayAverage,
+                ExposeKind::DayDevt,
+                ExposeKind::DayStats,
+            ],
+        ),
+        (
+            WEEK_MS,
+            [
+                ExposeKind::WeekAverage,
+                ExposeKind::WeekDevt,
+                ExposeKind::WeekStats,
+            ],
+        ),
     ];
 
     /// Parses the `type` of an `expose` request; `24_average` is the
@@ -37,6 +65,8 @@ impl ExposeKind {
             "24h_devt" => ExposeKind::DayDevt,
             "7d_average" => ExposeKind::WeekAverage,
             "7d_devt" => ExposeKind::WeekDevt,
+            "24h_stats" => ExposeKind::DayStats,
+            "7d_stats" => ExposeKind::WeekStats,
             _ => return None,
         })
     }
@@ -48,6 +78,8 @@ impl ExposeKind {
             ExposeKind::DayDevt => "24h_devt",
             ExposeKind::WeekAverage => "7d_average",
             ExposeKind::WeekDevt => "7d_devt",
+            ExposeKind::DayStats => "24h_stats",
+            ExposeKind::WeekStats => "7d_stats",
         }
     }
 
@@ -55,8 +87,8 @@ impl ExposeKind {
     pub fn span(self) -> Option<Millis> {
         match self {
             ExposeKind::Latest => None,
-            ExposeKind::DayAverage | ExposeKind::DayDevt => Some(DAY_MS),
-            ExposeKind::WeekAverage | ExposeKind::WeekDevt => Some(WEEK_MS),
+            ExposeKind::DayAverage | ExposeKind::DayDevt | ExposeKind::DayStats => Some(DAY_MS),
+            ExposeKind::WeekAverage | ExposeKind::WeekDevt | ExposeKind::WeekStats => Some(WEEK_MS),
         }
     }
 
@@ -65,6 +97,7 @@ impl ExposeKind {
             ExposeKind::Latest => None,
             ExposeKind::DayAverage | ExposeKind::WeekAverage => Some(Statistic::Mean),
             ExposeKind::DayDevt | ExposeKind::WeekDevt => Some(Statistic::SampleStd),
+            ExposeKind::DayStats | ExposeKind::WeekStats => Some(Statistic::All),
         }
     }
 }

@@ -7,7 +7,12 @@
 //! field per `[name, value]` row, the value flattened the same way, and may
 //! carry the event's time (`data.ts`) and name (`data.name`).
 //!
-//! When two leaves flatten to the same path the last one wins.
+//! Two leaves that flatten to one path by different spellings
+//! (`{"a.b": 1, "a": {"b": 2}}`) are a [`FieldError::Collision`]; the same
+//! spelling twice (a table row repeated) keeps the last value, as v1 did.
+//! The write path also refuses events over [`MAX_EVENT_FIELDS`] fields or
+//! with a path over [`MAX_PATH_BYTES`] bytes; the aggregator, which may read
+//! events stored before those limits, leaves such paths out instead.
 
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -29,40 +34,55 @@ pub struct Extracted<'a> {
     pub table: Option<TableMeta<'a>>,
 }
 
-/// A table row that is not a `[string, value]` pair.
+/// Most numeric fields one event may have.
+pub const MAX_EVENT_FIELDS: usize = 1_000;
+/// Longest field path, in bytes.
+pub const MAX_PATH_BYTES: usize = 256;
+
+/// Why an event's fields cannot be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("data.rows[{row}] must be a [name, value] pair with a string name")]
-pub struct MalformedRow {
-    pub row: usize,
+pub enum FieldError {
+    /// A table row that is not a `[string, value]` pair.
+    #[error("data.rows[{row}] must be a [name, value] pair with a string name")]
+    MalformedRow { row: usize },
+    /// Two spellings of one path.
+    #[error("two fields flatten to the same path `{path}` (e.g. {{\"a.b\": 1}} and {{\"a\": {{\"b\": 2}}}})")]
+    Collision { path: String },
+}
+
+impl FieldError {
+    /// The stable error code the contract gives this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FieldError::MalformedRow { .. } => "invalid_body",
+            FieldError::Collision { .. } => "field_collision",
+        }
+    }
 }
 
 const TABLE_HEADER: [&str; 2] = ["Variable", "Value"];
 
 /// Extracts the fields of an event's `data` object.
-pub fn extract(data: &Map<String, Value>) -> Result<Extracted<'_>, MalformedRow> {
-    let mut fields = Fields::new();
+pub fn extract(data: &Map<String, Value>) -> Result<Extracted<'_>, FieldError> {
+    let mut out = Flattened::default();
     let Some(rows) = table_rows(data) else {
         for (key, value) in data {
-            flatten(key, value, &mut fields);
+            out.flatten(key, value, Spelling::default().then(key));
         }
-        return Ok(Extracted {
-            fields,
-            table: None,
-        });
+        return out.finish(None);
     };
     for (row, entry) in rows.iter().enumerate().skip(1) {
         match entry.as_array().map(Vec::as_slice) {
-            Some([Value::String(name), value]) => flatten(name, value, &mut fields),
-            _ => return Err(MalformedRow { row }),
+            Some([Value::String(name), value]) => {
+                out.flatten(name, value, Spelling::default().then(name));
+            }
+            _ => return Err(FieldError::MalformedRow { row }),
         }
     }
-    Ok(Extracted {
-        fields,
-        table: Some(TableMeta {
-            ts: data.get("ts"),
-            name: data.get("name"),
-        }),
-    })
+    out.finish(Some(TableMeta {
+        ts: data.get("ts"),
+        name: data.get("name"),
+    }))
 }
 
 fn table_rows(data: &Map<String, Value>) -> Option<&Vec<Value>> {
@@ -76,20 +96,87 @@ fn table_rows(data: &Map<String, Value>) -> Option<&Vec<Value>> {
     is_header.then_some(rows)
 }
 
-fn flatten(path: &str, value: &Value, out: &mut Fields) {
-    match value {
-        Value::Number(n) => {
-            if let Some(x) = n.as_f64() {
-                out.insert(path.to_owned(), x);
-            }
-        }
-        Value::Object(map) => {
-            for (key, child) in map {
-                flatten(&format!("{path}.{key}"), child, out);
-            }
-        }
-        Value::Null | Value::Bool(_) | Value::String(_) | Value::Array(_) => {}
+/// Where the segments of a path end: two spellings of one path differ in
+/// it. Kept as a running hash of the segment lengths (no allocation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Spelling(u64);
+
+impl Spelling {
+    fn then(self, segment: &str) -> Spelling {
+        let mixed = (self.0 ^ segment.len() as u64 ^ 0x9e37_79b9_7f4a_7c15)
+            .wrapping_mul(0x1000_0000_01b3)
+            .rotate_left(29);
+        Spelling(mixed)
     }
+}
+
+#[derive(Default)]
+struct Flattened {
+    fields: BTreeMap<String, (f64, Spelling)>,
+    collision: Option<String>,
+}
+
+impl Flattened {
+    fn flatten(&mut self, path: &str, value: &Value, spelling: Spelling) {
+        match value {
+            Value::Number(n) => {
+                if let Some(x) = n.as_f64() {
+                    if let Some((_, earlier)) = self.fields.insert(path.to_owned(), (x, spelling)) {
+                        if earlier != spelling && self.collision.is_none() {
+                            self.collision = Some(path.to_owned());
+                        }
+                    }
+                }
+            }
+            Value::Object(map) => {
+                for (key, child) in map {
+                    self.flatten(&format!("{path}.{key}"), child, spelling.then(key));
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::String(_) | Value::Array(_) => {}
+        }
+    }
+
+    fn finish(self, table: Option<TableMeta<'_>>) -> Result<Extracted<'_>, FieldError> {
+        if let Some(path) = self.collision {
+            return Err(FieldError::Collision { path });
+        }
+        Ok(Extracted {
+            fields: self.fields.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            table,
+        })
+    }
+}
+
+/// The fields of a stored event's raw `data` as the aggregator takes them:
+/// `None` if `data` is not a JSON object. Events stored before the write
+/// limits existed may break them: a collision keeps the last value, and
+/// paths over [`MAX_PATH_BYTES`] are left out (the aggregator's field limit
+/// bounds the rest).
+pub fn of_stored(data: &str) -> Option<Fields> {
+    let value: Map<String, Value> = serde_json::from_str(data).ok()?;
+    let mut out = Flattened::default();
+    match table_rows(&value) {
+        None => {
+            for (key, child) in &value {
+                out.flatten(key, child, Spelling::default());
+            }
+        }
+        Some(rows) => {
+            for entry in rows.iter().skip(1) {
+                if let Some([Value::String(name), child]) = entry.as_array().map(Vec::as_slice) {
+                    out.flatten(name, child, Spelling::default());
+                }
+            }
+        }
+    }
+    Some(
+        out.fields
+            .into_iter()
+            .filter(|(k, _)| k.len() <= MAX_PATH_BYTES)
+            .map(|(k, (v, _))| (k, v))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -1,19 +1,45 @@
-//! Mergeable moments: count, mean and M2 (the sum of squared deviations from
-//! the mean), updated one value at a time with Welford's method and merged
-//! with Chan, Golub and LeVeque's pairwise formula. Never sum-of-squares,
-//! which loses all precision when the mean is large against the deviation.
+//! Mergeable statistics of a set of `f64` values: count, mean, population
+//! standard deviation, minimum and maximum, updated one value at a time
+//! and merged with Chan, Golub and LeVeque's pairwise formula.
+//!
+//! # Exact over the whole finite range
+//! The textbook form keeps M2, the sum of squared deviations, which
+//! overflows for values above about 1.3e154 (and underflows below 1e-154).
+//! [`Moments`] keeps the population deviation `sd = sqrt(M2 / n)` instead,
+//! which never exceeds half the data's range, and merges it with `hypot`
+//! (no intermediate square is formed). The means' difference, which can
+//! reach twice `f64::MAX`, is only ever used halved. So every finite input
+//! gives finite moments: `1e308` and `-1e308` have mean 0 and sample
+//! deviation `sqrt(2) * 1e308`. The one result that can leave the range is
+//! the *sample* deviation of data spanning nearly all of it (it is
+//! `sd * sqrt(n / (n - 1))`), which is then not a finite number and is
+//! reported as absent.
 //!
 //! Floating-point merge is not associative to the last bit, so every caller
 //! that needs reproducible rows folds in one canonical order (see
 //! [`crate::domain::series`]).
 
-/// Moments of a set of `f64` values.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Statistics of a set of `f64` values.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Moments {
     pub count: u64,
     pub mean: f64,
-    /// Sum of squared deviations from `mean`.
-    pub m2: f64,
+    /// Population standard deviation: `sqrt(sum((x - mean)^2) / count)`.
+    pub sd: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Default for Moments {
+    fn default() -> Self {
+        Moments {
+            count: 0,
+            mean: 0.0,
+            sd: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
 }
 
 impl Moments {
@@ -22,19 +48,23 @@ impl Moments {
         Moments {
             count: 1,
             mean: value,
-            m2: 0.0,
+            sd: 0.0,
+            min: value,
+            max: value,
         }
     }
 
-    /// Welford's update with one more value.
+    /// Adds one value (a merge with [`Moments::of`]: Welford's update).
     pub fn push(&mut self, value: f64) {
-        self.count += 1;
-        let delta = value - self.mean;
-        self.mean += delta / self.count as f64;
-        self.m2 += delta * (value - self.mean);
+        self.merge(&Moments::of(value));
     }
 
     /// Chan et al.'s pairwise merge: afterwards `self` describes both sets.
+    ///
+    /// With `n = na + nb` and `d` the means' difference:
+    /// `mean = mean_a + d * nb / n` and
+    /// `sd^2 = (na sd_a^2 + nb sd_b^2) / n + (na nb / n^2) d^2`,
+    /// computed as a `hypot` of three terms that cannot overflow.
     pub fn merge(&mut self, other: &Moments) {
         if other.count == 0 {
             return;
@@ -45,10 +75,19 @@ impl Moments {
         }
         let (na, nb) = (self.count as f64, other.count as f64);
         let n = na + nb;
-        let delta = other.mean - self.mean;
-        self.mean += delta * (nb / n);
-        self.m2 += other.m2 + delta * delta * (na * nb / n);
+        // Half the difference is always finite; so is each step, and the
+        // mean stays between the two means.
+        let half = other.mean / 2.0 - self.mean / 2.0;
+        let step = half * (nb / n);
+        self.mean = (self.mean + step) + step;
+        // |d| sqrt(na nb) / n, with 2 sqrt(na nb) / n <= 1.
+        let cross = half.abs() * (2.0 * (na * nb).sqrt() / n);
+        self.sd = (self.sd * (na / n).sqrt())
+            .hypot(other.sd * (nb / n).sqrt())
+            .hypot(cross);
         self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
     }
 
     /// Arithmetic mean; `None` for an empty set.
@@ -56,9 +95,22 @@ impl Moments {
         (self.count > 0).then_some(self.mean)
     }
 
-    /// Sample standard deviation (divisor n - 1); `None` below two values.
+    /// Sample standard deviation (divisor n - 1); `None` below two values,
+    /// or where it exceeds the largest `f64`.
     pub fn sample_std(&self) -> Option<f64> {
-        (self.count >= 2).then(|| (self.m2.max(0.0) / (self.count - 1) as f64).sqrt())
+        if self.count < 2 {
+            return None;
+        }
+        let n = self.count as f64;
+        Some(self.sd * (n / (n - 1.0)).sqrt()).filter(|s| s.is_finite())
+    }
+
+    pub fn min(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.min)
+    }
+
+    pub fn max(&self) -> Option<f64> {
+        (self.count > 0).then_some(self.max)
     }
 }
 

@@ -5,12 +5,13 @@
 //! minutes plus the whole hours between: 168 hours and up to 118 minutes
 //! for seven days, instead of 10,080 minutes.
 //!
-//! [`Pieces::of`] cuts a window into those reads; [`TierKey`] names one
-//! stored summary. Pure: no I/O.
+//! [`Pieces::of`] cuts a window into those reads. Pure: no I/O.
 
-use crate::domain::series::BLOCK_BUCKETS;
 use crate::domain::time::{bucket_of, Millis};
 use std::ops::Range;
+
+/// Minutes per hour block.
+pub const BLOCK_BUCKETS: i64 = 60;
 
 /// The granularity of a stored summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -19,34 +20,6 @@ pub enum Tier {
     Minute,
     /// One hour block; the index is `bucket.div_euclid(60)`.
     Hour,
-}
-
-/// One stored summary: a tier and an index in it, in a generation of the
-/// aggregates (a rebuild writes a new generation beside the live one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TierKey {
-    pub generation: u64,
-    pub tier: Tier,
-    pub index: i64,
-}
-
-impl TierKey {
-    /// The minute bucket and the hour block an event at `event_time` counts in.
-    pub fn of_event(generation: u64, event_time: Millis) -> [TierKey; 2] {
-        let minute = bucket_of(event_time);
-        [
-            TierKey {
-                generation,
-                tier: Tier::Minute,
-                index: minute,
-            },
-            TierKey {
-                generation,
-                tier: Tier::Hour,
-                index: minute.div_euclid(BLOCK_BUCKETS),
-            },
-        ]
-    }
 }
 
 /// A window `[end - span, end)` cut into ranges of minute buckets and of
@@ -128,14 +101,5 @@ mod tests {
         let day = Pieces::of(on_the_hour, DAY_MS);
         assert_eq!(day.hours.end - day.hours.start, 24);
         assert!(day.minutes.is_empty());
-    }
-
-    #[test]
-    fn an_event_counts_in_its_minute_and_its_hour() {
-        let [minute, hour] = TierKey::of_event(3, -1);
-        assert_eq!((minute.tier, minute.index), (Tier::Minute, -1));
-        assert_eq!((hour.tier, hour.index), (Tier::Hour, -1));
-        let [minute, hour] = TierKey::of_event(3, 61 * MINUTE_MS + 5);
-        assert_eq!((minute.index, hour.index, hour.generation), (61, 1, 3));
     }
 }

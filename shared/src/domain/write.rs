@@ -3,7 +3,7 @@
 //! The order of checks follows the contract: JSON syntax first (400), then
 //! schema and values (422). Size and authentication are the shell's, earlier.
 
-use crate::domain::fields::{self, Fields};
+use crate::domain::fields::{self, Fields, MAX_EVENT_FIELDS, MAX_PATH_BYTES};
 use crate::domain::time::{parse_rfc3339, Millis, MINUTE_MS};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -41,14 +41,25 @@ pub enum WriteError {
     /// JSON, but not what the contract accepts (422). The text names the field.
     #[error("{0}")]
     Invalid(String),
+    /// Within the schema but over one of the contract's limits (422 with
+    /// its own code: `too_many_fields`, `field_path_too_long`,
+    /// `field_collision`).
+    #[error("{message}")]
+    Limit { code: &'static str, message: String },
 }
 
 fn invalid(text: impl Into<String>) -> WriteError {
     WriteError::Invalid(text.into())
 }
 
+/// The earliest and latest instants an `event_time` may name: years 0001
+/// to 9999 in UTC, so that every stored time formats as RFC 3339.
+pub const MIN_EVENT_TIME: Millis = -62_135_596_800_000;
+pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
+
 /// Validates a `write_raw` body received at `now`.
 pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError> {
+    check_numbers(body)?;
     let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
         .map_err(|e| classify(&e, body, "body must be a JSON object"))?;
     if let Some(unknown) = top
@@ -75,7 +86,14 @@ pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError>
     if depth(&data) > MAX_DEPTH {
         return Err(too_deep());
     }
-    let extracted = fields::extract(object).map_err(|e| invalid(e.to_string()))?;
+    let extracted = fields::extract(object).map_err(|e| match e.code() {
+        "invalid_body" => invalid(e.to_string()),
+        code => WriteError::Limit {
+            code,
+            message: e.to_string(),
+        },
+    })?;
+    check_field_limits(&extracted.fields)?;
     let table = extracted.table.unwrap_or_default();
 
     let event_time = match optional_string(&top, "event_time")? {
@@ -86,6 +104,11 @@ pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError>
             None => now,
         },
     };
+    if !(MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&event_time) {
+        return Err(invalid(
+            "`event_time` must lie in the years 0001 to 9999 (UTC)",
+        ));
+    }
     if event_time > now + MAX_FUTURE_MS {
         return Err(invalid(
             "`event_time` lies more than 5 minutes in the future",
@@ -105,6 +128,43 @@ pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError>
         fields: extracted.fields,
         data: raw_data,
     })
+}
+
+/// The contract's limits on an event's fields.
+fn check_field_limits(fields: &Fields) -> Result<(), WriteError> {
+    if fields.len() > MAX_EVENT_FIELDS {
+        return Err(WriteError::Limit {
+            code: "too_many_fields",
+            message: format!(
+                "`data` has {} numeric fields; at most {MAX_EVENT_FIELDS} are accepted",
+                fields.len()
+            ),
+        });
+    }
+    if let Some(path) = fields.keys().find(|p| p.len() > MAX_PATH_BYTES) {
+        let shown: String = path.chars().take(64).collect();
+        return Err(WriteError::Limit {
+            code: "field_path_too_long",
+            message: format!(
+                "field path `{shown}...` is {} bytes; at most {MAX_PATH_BYTES} are accepted",
+                path.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A number outside the f64 range anywhere in the body is a syntax error
+/// (400), found before any schema check: serde_json reports it as a data
+/// error, and skips the numbers of fields it does not keep.
+fn check_numbers(body: &[u8]) -> Result<(), WriteError> {
+    match serde_json::from_slice::<Value>(body) {
+        Err(e) if e.to_string().starts_with("number out of range") => {
+            Err(WriteError::Syntax(e.to_string()))
+        }
+        // Anything else is classified where the body is read for real.
+        _ => Ok(()),
+    }
 }
 
 /// Validates an `Idempotency-Key` header: 1 to 128 visible ASCII characters.

@@ -9,9 +9,13 @@
 //! |---|---|---|---|
 //! | event, no idempotency key | `log#<shard>` | `ev#<event_id>` | `kind` = `event`, `event_id`, `event_time` (N, ms), `received_at` (N, ms), `name`, `user_id`, `data` (S, raw JSON) |
 //! | event with an idempotency key | `log#<shard>` | `idem#<user_id>#<sha256(key)>` | the same |
-//! | rendered rows | `rows` | `rows` | one S attribute per row kind (`latest`, `24h_average`, ...): the `expose` data document |
+//! | rendered row | `rows` | `v#<scope>#<kind>` | `doc` (S): the `expose` data document; `version` (N) |
+//! | `sources` entry | `rows` | `s#<name>` | `doc` (S); `version` (N) |
 //! | aggregator state | `agg` | `state` | see [`state`] |
-//! | minute / hour summary | `m#<generation>` / `h#<generation>` | the index, sortable | `sum` (S, [`crate::store::codec`]) |
+//! | scope state | `scope#<generation>` | `<scope>` | see [`state`] |
+//! | minute / hour summary | `m#<generation>#<scope>` / `h#<generation>#<scope>` | the index, sortable | `sum` (S, [`crate::store::codec`]) |
+//!
+//! `<scope>` is `all` (every event) or `s:<name>` (one source).
 //!
 //! `<shard>` is two decimal digits, a hash of `sk` modulo [`LOG_SHARDS`]:
 //! write sharding. DynamoDB serves at most 1,000 writes/s per partition key
@@ -29,6 +33,7 @@
 
 use crate::domain::event::{Appended, NewEvent};
 use crate::domain::expose::ExposeKind;
+use crate::domain::fold::Scope;
 use crate::store::{EventLog, Result, StoreError, ViewStore};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
@@ -347,24 +352,44 @@ impl EventLog for DynamoStore {
 
 #[async_trait]
 impl ViewStore for DynamoStore {
-    async fn view(&self, kind: ExposeKind) -> Result<Option<Arc<str>>> {
+    /// One eventually consistent `GetItem`.
+    async fn view(&self, scope: &Scope, kind: ExposeKind) -> Result<Option<Arc<str>>> {
         let got = self
             .client
             .get_item()
             .table_name(&*self.table)
             .key(PK, s(ROWS_KEY))
-            .key(SK, s(ROWS_KEY))
-            .projection_expression("#row")
-            .expression_attribute_names("#row", kind.as_str())
+            .key(SK, s(state::view_sk(scope, kind)))
+            .projection_expression("doc")
             .send()
             .await
             .map_err(unavailable)?;
         match got.item {
-            Some(item) if item.contains_key(kind.as_str()) => {
-                Ok(Some(Arc::from(get_s(&item, kind.as_str())?)))
-            }
-            _ => Ok(None),
+            Some(item) => Ok(Some(Arc::from(get_s(&item, "doc")?))),
+            None => Ok(None),
         }
+    }
+
+    /// One paged `Query` of the `sources` entries.
+    async fn sources(&self) -> Result<Vec<Arc<str>>> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&*self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(ROWS_KEY))
+            .expression_attribute_values(":prefix", s(state::SOURCE_PREFIX))
+            .projection_expression("doc")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        items
+            .iter()
+            .map(|item| Ok(Arc::from(get_s(item, "doc")?)))
+            .collect()
     }
 }
 

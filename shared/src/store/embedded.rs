@@ -4,8 +4,9 @@
 //! - `events.db`: the event log (`events`, append-only by trigger) and the
 //!   idempotency records, WAL mode, `synchronous=FULL`: a commit is on disk
 //!   before any append it holds is acknowledged.
-//! - `aggregates.db`: buckets, the latest event, rendered rows and the
-//!   checkpoint. A separate file, so the aggregator never waits for the
+//! - `aggregates.db`: minute and hour summaries per aggregate (in
+//!   generations: a rebuild fills a new one and switches to it), scope
+//!   states, rendered rows and sources entries, and the checkpoint. A separate file, so the aggregator never waits for the
 //!   event writer's lock, and rows are derived data that a rebuild remakes.
 //! - `sygno.lock`: held (advisory lock) while a process has the store open,
 //!   so two processes never fold the same log into the same rows.
@@ -18,19 +19,21 @@
 //! costs one fsync per group, not per request. After each commit it
 //! publishes the new head sequence number, which wakes the aggregator.
 
-use crate::domain::aggregates::Latest;
 use crate::domain::event::{Appended, LoggedEvent, NewEvent};
 use crate::domain::expose::ExposeKind;
-use crate::domain::series::Summary;
-use crate::store::codec::{decode_summary, encode_summary};
+use crate::domain::fold::{Scope, SummaryKey};
+use crate::domain::summary::Summary;
+use crate::domain::tiers::Tier;
+use crate::store::codec::{self, decode_summary, encode_summary};
 use crate::store::{
     AggregateCommit, AggregateStore, ChangeFeed, EventLog, Result, StoreError, StoredAggregates,
     ViewStore,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
@@ -64,28 +67,68 @@ CREATE TRIGGER IF NOT EXISTS events_append_only_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 ";
 
+/// The aggregates' schema version (`PRAGMA user_version`): a store of an
+/// older one has its aggregates dropped at open, and the worker folds the
+/// log again from the start (aggregates are derived data).
+const AGGREGATES_VERSION: i64 = 2;
+
 const AGGREGATES_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS checkpoint (
+CREATE TABLE IF NOT EXISTS meta (
     id INTEGER PRIMARY KEY CHECK (id = 0),
-    seq INTEGER NOT NULL
+    checkpoint INTEGER NOT NULL,
+    generation INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS buckets (
-    bucket INTEGER PRIMARY KEY,
-    summary TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS latest (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
-    seq INTEGER NOT NULL,
-    event_time_ms INTEGER NOT NULL,
-    event_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    data TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS summaries (
+    generation INTEGER NOT NULL,
+    scope TEXT NOT NULL,
+    tier INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (generation, scope, tier, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scopes (
+    scope TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    field_limit BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS views (
-    kind TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (scope, kind)
+);
+CREATE TABLE IF NOT EXISTS sources (
+    name TEXT PRIMARY KEY,
     doc TEXT NOT NULL
 );
 ";
+
+/// The tables of aggregates version 1 (one global aggregate).
+const AGGREGATES_V1_TABLES: &str = "
+DROP TABLE IF EXISTS checkpoint; DROP TABLE IF EXISTS buckets;
+DROP TABLE IF EXISTS latest; DROP TABLE IF EXISTS views;
+";
+
+/// A scope as the `scope` columns hold it: `''` for all events, else the
+/// source's name (never empty).
+fn scope_column(scope: &Scope) -> &str {
+    scope.name().unwrap_or("")
+}
+
+fn scope_of_column(text: String) -> Scope {
+    if text.is_empty() {
+        Scope::All
+    } else {
+        Scope::Source(text)
+    }
+}
+
+fn tier_column(tier: Tier) -> i64 {
+    match tier {
+        Tier::Minute => 0,
+        Tier::Hour => 1,
+    }
+}
 
 struct AppendJob {
     event: NewEvent,
@@ -115,8 +158,8 @@ struct Inner {
     /// Read connection to `events.db` (feed and health).
     events: Mutex<Connection>,
     aggregates: Mutex<Connection>,
-    /// The rendered rows, as last committed.
-    views: RwLock<HashMap<ExposeKind, Arc<str>>>,
+    /// The rendered rows and sources entries, as last committed.
+    views: RwLock<Views>,
     /// Held for the store's life; released on drop.
     _lock: File,
 }
@@ -164,9 +207,7 @@ impl EmbeddedStore {
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
             .map_err(sql_err)?;
         let aggregates = open_db(&dir.join("aggregates.db"), "NORMAL")?;
-        aggregates
-            .execute_batch(AGGREGATES_SCHEMA)
-            .map_err(sql_err)?;
+        migrate_aggregates(&aggregates)?;
         let views = load_views(&aggregates)?;
 
         let (head_tx, head_rx) = watch::channel(head);
@@ -214,19 +255,72 @@ impl EmbeddedStore {
     }
 }
 
-fn load_views(conn: &Connection) -> Result<HashMap<ExposeKind, Arc<str>>> {
+/// Creates the aggregates' tables; drops those of an older version.
+fn migrate_aggregates(conn: &Connection) -> Result<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_err)?;
+    if version < AGGREGATES_VERSION {
+        if version > 0 || table_exists(conn, "buckets")? {
+            tracing::warn!(
+                "aggregates are of an older format: they will be folded again from the log"
+            );
+        }
+        conn.execute_batch(AGGREGATES_V1_TABLES).map_err(sql_err)?;
+    }
+    conn.execute_batch(AGGREGATES_SCHEMA).map_err(sql_err)?;
+    conn.execute_batch(&format!("PRAGMA user_version = {AGGREGATES_VERSION}"))
+        .map_err(sql_err)
+}
+
+fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(sql_err)
+}
+
+/// The rendered rows held for reads.
+#[derive(Default)]
+struct Views {
+    rows: HashMap<(Scope, ExposeKind), Arc<str>>,
+    sources: BTreeMap<String, Arc<str>>,
+}
+
+fn load_views(conn: &Connection) -> Result<Views> {
+    let mut views = Views::default();
     let mut stmt = conn
-        .prepare("SELECT kind, doc FROM views")
+        .prepare("SELECT scope, kind, doc FROM views")
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(sql_err)?;
+    for row in rows {
+        let (scope, kind, doc) = row.map_err(sql_err)?;
+        if let Some(kind) = ExposeKind::parse(&kind) {
+            views
+                .rows
+                .insert((scope_of_column(scope), kind), Arc::from(doc));
+        }
+    }
+    let mut stmt = conn
+        .prepare("SELECT name, doc FROM sources")
         .map_err(sql_err)?;
     let rows = stmt
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .map_err(sql_err)?;
-    let mut views = HashMap::new();
     for row in rows {
-        let (kind, doc) = row.map_err(sql_err)?;
-        if let Some(kind) = ExposeKind::parse(&kind) {
-            views.insert(kind, Arc::from(doc));
-        }
+        let (name, doc) = row.map_err(sql_err)?;
+        views.sources.insert(name, Arc::from(doc));
     }
     Ok(views)
 }
@@ -365,8 +459,8 @@ impl ChangeFeed for EmbeddedStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_events(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT seq, event_id, event_time_ms, name, user_id, data FROM events \
-                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, event_id, event_time_ms, name, user_id, data, received_ms \
+                 FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after, limit], |r| {
                 Ok(LoggedEvent {
@@ -376,6 +470,7 @@ impl ChangeFeed for EmbeddedStore {
                     name: r.get(3)?,
                     user_id: r.get(4)?,
                     data: r.get(5)?,
+                    received_at: r.get(6)?,
                 })
             })?;
             rows.collect()
@@ -396,75 +491,136 @@ impl ChangeFeed for EmbeddedStore {
     }
 }
 
-fn read_checkpoint(c: &Connection) -> rusqlite::Result<u64> {
-    c.query_row("SELECT seq FROM checkpoint WHERE id = 0", [], |r| r.get(0))
-        .optional()
-        .map(Option::unwrap_or_default)
+fn read_meta(c: &Connection) -> rusqlite::Result<(u64, u64)> {
+    c.query_row(
+        "SELECT checkpoint, generation FROM meta WHERE id = 0",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
 }
 
-fn decode(bucket: i64, text: &str) -> Result<(i64, Summary)> {
-    decode_summary(text)
-        .map(|s| (bucket, s))
-        .map_err(|e| StoreError::Corrupt(format!("bucket {bucket}: {e}")))
+fn corrupt(what: String) -> impl FnOnce(codec::CodecError) -> StoreError {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
 #[async_trait]
 impl AggregateStore for EmbeddedStore {
-    async fn load(&self, from_bucket: i64) -> Result<StoredAggregates> {
+    async fn load(&self) -> Result<StoredAggregates> {
         self.with_aggregates(move |c| {
-            let checkpoint = read_checkpoint(c).map_err(sql_err)?;
-            let latest = c
+            let (checkpoint, generation) = read_meta(c).map_err(sql_err)?;
+            let max_generation: u64 = c
                 .query_row(
-                    "SELECT seq, event_time_ms, event_id, name, data FROM latest WHERE id = 0",
+                    "SELECT COALESCE(MAX(generation), 0) FROM summaries",
                     [],
-                    |r| {
-                        Ok(Latest {
-                            seq: r.get(0)?,
-                            event_time: r.get(1)?,
-                            event_id: r.get(2)?,
-                            name: r.get(3)?,
-                            data: r.get(4)?,
-                        })
-                    },
+                    |r| r.get(0),
                 )
-                .optional()
                 .map_err(sql_err)?;
             let mut stmt = c
-                .prepare("SELECT bucket, summary FROM buckets WHERE bucket >= ?1 ORDER BY bucket")
+                .prepare("SELECT scope, state, field_limit FROM scopes")
                 .map_err(sql_err)?;
             let rows = stmt
-                .query_map([from_bucket], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
                 })
                 .map_err(sql_err)?;
-            let mut buckets = Vec::new();
+            let mut scopes = BTreeMap::new();
             for row in rows {
-                let (bucket, text) = row.map_err(sql_err)?;
-                buckets.push(decode(bucket, &text)?);
+                let (scope, state, limit) = row.map_err(sql_err)?;
+                let state = codec::decode_scope(&state, &limit)
+                    .map_err(corrupt(format!("scope {scope:?}")))?;
+                scopes.insert(scope_of_column(scope), state);
             }
             Ok(StoredAggregates {
                 checkpoint,
-                latest,
-                buckets,
+                generation,
+                max_generation: max_generation.max(generation),
+                scopes,
             })
         })
         .await
     }
 
-    async fn load_buckets(&self, buckets: &[i64]) -> Result<Vec<(i64, Summary)>> {
-        let buckets = buckets.to_vec();
+    async fn load_summaries(
+        &self,
+        generation: u64,
+        keys: &[SummaryKey],
+    ) -> Result<Vec<(SummaryKey, Summary)>> {
+        let keys = keys.to_vec();
         self.with_aggregates(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT summary FROM buckets WHERE bucket = ?1")
+                .prepare_cached(
+                    "SELECT summary FROM summaries \
+                     WHERE generation = ?1 AND scope = ?2 AND tier = ?3 AND idx = ?4",
+                )
                 .map_err(sql_err)?;
             let mut out = Vec::new();
-            for bucket in buckets {
+            for key in keys {
                 let text: Option<String> = stmt
-                    .query_row([bucket], |r| r.get(0))
+                    .query_row(
+                        params![
+                            generation,
+                            scope_column(&key.scope),
+                            tier_column(key.tier),
+                            key.index
+                        ],
+                        |r| r.get(0),
+                    )
                     .optional()
                     .map_err(sql_err)?;
                 if let Some(text) = text {
-                    out.push(decode(bucket, &text)?);
+                    let summary = decode_summary(&text)
+                        .map_err(|e| StoreError::Corrupt(format!("summary {key:?}: {e}")))?;
+                    out.push((key, summary));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn load_ranges(
+        &self,
+        generation: u64,
+        ranges: &[(Scope, Tier, Range<i64>)],
+    ) -> Result<Vec<(SummaryKey, Summary)>> {
+        let ranges = ranges.to_vec();
+        self.with_aggregates(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT idx, summary FROM summaries WHERE generation = ?1 AND scope = ?2 \
+                     AND tier = ?3 AND idx >= ?4 AND idx < ?5 ORDER BY idx",
+                )
+                .map_err(sql_err)?;
+            let mut out = Vec::new();
+            for (scope, tier, range) in ranges {
+                let rows = stmt
+                    .query_map(
+                        params![
+                            generation,
+                            scope_column(&scope),
+                            tier_column(tier),
+                            range.start,
+                            range.end
+                        ],
+                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                    )
+                    .map_err(sql_err)?;
+                for row in rows {
+                    let (index, text) = row.map_err(sql_err)?;
+                    let key = SummaryKey {
+                        scope: scope.clone(),
+                        tier,
+                        index,
+                    };
+                    let summary = decode_summary(&text)
+                        .map_err(|e| StoreError::Corrupt(format!("summary {key:?}: {e}")))?;
+                    out.push((key, summary));
                 }
             }
             Ok(out)
@@ -474,80 +630,131 @@ impl AggregateStore for EmbeddedStore {
 
     async fn commit(&self, commit: AggregateCommit) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        let views: Vec<(ExposeKind, Arc<str>)> = commit
-            .views
-            .iter()
-            .map(|(k, doc)| (*k, Arc::from(doc.as_str())))
-            .collect();
-        let replace_all = commit.replace_all;
-        self.with_aggregates(move |c| write_commit(c, &commit))
+        let commit = Arc::new(commit);
+        let written = Arc::clone(&commit);
+        self.with_aggregates(move |c| write_commit(c, &written))
             .await?;
         let mut cache = inner
             .views
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if replace_all {
-            cache.clear();
+        if commit.switch {
+            *cache = Views::default();
         }
-        cache.extend(views);
+        for (scope, kind, doc) in &commit.views {
+            cache
+                .rows
+                .insert((scope.clone(), *kind), Arc::from(doc.as_str()));
+        }
+        for (name, doc) in &commit.sources {
+            cache.sources.insert(name.clone(), Arc::from(doc.as_str()));
+        }
         Ok(())
     }
 }
 
 fn write_commit(c: &mut Connection, commit: &AggregateCommit) -> Result<()> {
     let tx = c.transaction().map_err(sql_err)?;
-    let stored = read_checkpoint(&tx).map_err(sql_err)?;
+    let (stored, live) = read_meta(&tx).map_err(sql_err)?;
     if let Some(expected) = commit.expected_checkpoint {
         if expected != stored {
             return Err(StoreError::Conflict(format!(
                 "aggregate checkpoint is {stored}, expected {expected}"
             )));
         }
+        if commit.generation != live {
+            return Err(StoreError::Conflict(format!(
+                "live generation is {live}, the batch folded into {}",
+                commit.generation
+            )));
+        }
     }
-    if commit.replace_all {
-        tx.execute_batch("DELETE FROM buckets; DELETE FROM latest; DELETE FROM views;")
+    if commit.switch {
+        tx.execute(
+            "DELETE FROM summaries WHERE generation <> ?1",
+            [commit.generation],
+        )
+        .map_err(sql_err)?;
+        tx.execute_batch("DELETE FROM scopes; DELETE FROM views; DELETE FROM sources;")
             .map_err(sql_err)?;
     }
     {
         let mut put = tx
-            .prepare_cached("INSERT OR REPLACE INTO buckets (bucket, summary) VALUES (?1, ?2)")
+            .prepare_cached(
+                "INSERT OR REPLACE INTO summaries (generation, scope, tier, idx, summary) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
             .map_err(sql_err)?;
-        for (bucket, summary) in &commit.buckets {
-            put.execute(params![bucket, encode_summary(summary)])
+        for (key, summary) in &commit.summaries {
+            put.execute(params![
+                commit.generation,
+                scope_column(&key.scope),
+                tier_column(key.tier),
+                key.index,
+                encode_summary(summary)
+            ])
+            .map_err(sql_err)?;
+        }
+        let mut put = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO scopes (scope, state, field_limit) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(sql_err)?;
+        for (scope, state) in &commit.scopes {
+            put.execute(params![
+                scope_column(scope),
+                codec::encode_scope(state),
+                codec::encode_limit(&state.fields)
+            ])
+            .map_err(sql_err)?;
+        }
+        let mut put = tx
+            .prepare_cached("INSERT OR REPLACE INTO views (scope, kind, doc) VALUES (?1, ?2, ?3)")
+            .map_err(sql_err)?;
+        for (scope, kind, doc) in &commit.views {
+            put.execute(params![scope_column(scope), kind.as_str(), doc])
                 .map_err(sql_err)?;
         }
         let mut put = tx
-            .prepare_cached("INSERT OR REPLACE INTO views (kind, doc) VALUES (?1, ?2)")
+            .prepare_cached("INSERT OR REPLACE INTO sources (name, doc) VALUES (?1, ?2)")
             .map_err(sql_err)?;
-        for (kind, doc) in &commit.views {
-            put.execute(params![kind.as_str(), doc]).map_err(sql_err)?;
+        for (name, doc) in &commit.sources {
+            put.execute(params![name, doc]).map_err(sql_err)?;
         }
     }
-    if let Some(l) = &commit.latest {
+    if let Some(checkpoint) = commit.checkpoint {
+        let generation = if commit.switch {
+            commit.generation
+        } else {
+            live
+        };
         tx.execute(
-            "INSERT OR REPLACE INTO latest (id, seq, event_time_ms, event_id, name, data) \
-             VALUES (0, ?1, ?2, ?3, ?4, ?5)",
-            params![l.seq, l.event_time, l.event_id, l.name, l.data],
+            "INSERT OR REPLACE INTO meta (id, checkpoint, generation) VALUES (0, ?1, ?2)",
+            params![checkpoint, generation],
         )
         .map_err(sql_err)?;
     }
-    tx.execute(
-        "INSERT OR REPLACE INTO checkpoint (id, seq) VALUES (0, ?1)",
-        [commit.checkpoint],
-    )
-    .map_err(sql_err)?;
     tx.commit().map_err(sql_err)
 }
 
 #[async_trait]
 impl ViewStore for EmbeddedStore {
-    async fn view(&self, kind: ExposeKind) -> Result<Option<Arc<str>>> {
+    async fn view(&self, scope: &Scope, kind: ExposeKind) -> Result<Option<Arc<str>>> {
         let cache = self
             .inner
             .views
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Ok(cache.get(&kind).cloned())
+        Ok(cache.rows.get(&(scope.clone(), kind)).cloned())
+    }
+
+    async fn sources(&self) -> Result<Vec<Arc<str>>> {
+        let cache = self
+            .inner
+            .views
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(cache.sources.values().cloned().collect())
     }
 }
 

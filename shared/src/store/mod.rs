@@ -3,10 +3,10 @@
 //! The ports are small traits, injected as `Arc<dyn Trait>`:
 //! - [`EventLog`]: append events (write path) and health.
 //! - [`ChangeFeed`]: read the log in sequence order (aggregator).
-//! - [`AggregateStore`]: the aggregator's durable state: buckets, the latest
-//!   event, the rendered rows and the checkpoint, all written in one
-//!   transaction per batch.
-//! - [`ViewStore`]: the rendered rows (read path).
+//! - [`AggregateStore`]: the aggregator's durable state: minute and hour
+//!   summaries per aggregate, scope states, the rendered rows and the
+//!   checkpoint, all written in one transaction per batch.
+//! - [`ViewStore`]: the rendered rows and the sources list (read path).
 //!
 //! Adapters: [`embedded`] (SQLite on disk, the local default: all four
 //! ports) and [`dynamo`] (one DynamoDB table: `EventLog` and `ViewStore`;
@@ -20,11 +20,14 @@ pub(crate) mod contract_tests;
 pub mod dynamo;
 pub mod embedded;
 
-use crate::domain::aggregates::Latest;
 use crate::domain::event::{Appended, LoggedEvent, NewEvent};
 use crate::domain::expose::ExposeKind;
-use crate::domain::series::Summary;
+use crate::domain::fold::{Scope, ScopeState, SummaryKey};
+use crate::domain::summary::Summary;
+use crate::domain::tiers::Tier;
 use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
@@ -39,6 +42,10 @@ pub enum StoreError {
     /// moved under an aggregator).
     #[error("conflicting write: {0}")]
     Conflict(String),
+    /// The store refused the write for what it is (too large, invalid):
+    /// retrying the same write cannot succeed.
+    #[error("the store refused the write")]
+    Rejected(#[source] Source),
     /// Another process holds the data directory.
     #[error("the data directory {0} is in use by another sygno process")]
     Locked(String),
@@ -96,12 +103,17 @@ pub trait ChangeFeed: Send + Sync {
     async fn wait_beyond(&self, after: u64);
 }
 
-/// What the aggregator keeps between batches.
+/// What the embedded aggregator keeps between batches (its summaries are
+/// read as needed, never all at once).
 #[derive(Debug, Default)]
 pub struct StoredAggregates {
     pub checkpoint: u64,
-    pub latest: Option<Latest>,
-    pub buckets: Vec<(i64, Summary)>,
+    /// The live generation of summaries.
+    pub generation: u64,
+    /// The highest generation with any summary (a rebuild that died may
+    /// have left one above the live one).
+    pub max_generation: u64,
+    pub scopes: BTreeMap<Scope, ScopeState>,
 }
 
 /// One batch's changes, committed atomically.
@@ -109,25 +121,46 @@ pub struct StoredAggregates {
 pub struct AggregateCommit {
     /// The checkpoint this batch started from: the commit fails with
     /// [`StoreError::Conflict`] if the stored one differs (another worker
-    /// moved it). `None` for a rebuild, which replaces everything.
+    /// moved it). `None` for a rebuild, which writes a generation no
+    /// worker reads.
     pub expected_checkpoint: Option<u64>,
-    pub checkpoint: u64,
-    /// Delete every stored bucket first (rebuild).
-    pub replace_all: bool,
-    pub buckets: Vec<(i64, Summary)>,
-    /// `Some` when `latest` changed.
-    pub latest: Option<Latest>,
-    /// Rendered rows, replacing the stored ones of the same kind.
-    pub views: Vec<(ExposeKind, String)>,
+    /// The new checkpoint; `None` leaves it (a rebuild's steps).
+    pub checkpoint: Option<u64>,
+    /// The generation `summaries` belong to.
+    pub generation: u64,
+    /// Make `generation` the live one: every scope state, row and source
+    /// entry is replaced by this commit's, and every other generation's
+    /// summaries are deleted (the end of a rebuild).
+    pub switch: bool,
+    /// Summaries to replace, whole.
+    pub summaries: Vec<(SummaryKey, Summary)>,
+    /// Scope states to replace.
+    pub scopes: Vec<(Scope, ScopeState)>,
+    /// Rendered rows, replacing the stored ones of the same scope and kind.
+    pub views: Vec<(Scope, ExposeKind, String)>,
+    /// Rendered `sources` entries, by source name.
+    pub sources: Vec<(String, String)>,
 }
 
 /// The aggregator's durable state.
 #[async_trait]
 pub trait AggregateStore: Send + Sync {
-    /// Checkpoint, latest, and every bucket at or after `from_bucket`.
-    async fn load(&self, from_bucket: i64) -> Result<StoredAggregates>;
-    /// The stored buckets among `buckets` (missing ones are left out).
-    async fn load_buckets(&self, buckets: &[i64]) -> Result<Vec<(i64, Summary)>>;
+    /// Checkpoint, generations and every scope state.
+    async fn load(&self) -> Result<StoredAggregates>;
+    /// The stored summaries among `keys` in `generation` (missing ones are
+    /// left out).
+    async fn load_summaries(
+        &self,
+        generation: u64,
+        keys: &[SummaryKey],
+    ) -> Result<Vec<(SummaryKey, Summary)>>;
+    /// The stored summaries of `generation` in each `(scope, tier, index
+    /// range)`.
+    async fn load_ranges(
+        &self,
+        generation: u64,
+        ranges: &[(Scope, Tier, Range<i64>)],
+    ) -> Result<Vec<(SummaryKey, Summary)>>;
     /// Applies a batch's changes and its checkpoint in one transaction.
     async fn commit(&self, commit: AggregateCommit) -> Result<()>;
 }
@@ -135,6 +168,9 @@ pub trait AggregateStore: Send + Sync {
 /// The rendered rows, read side.
 #[async_trait]
 pub trait ViewStore: Send + Sync {
-    /// The row for `kind`, `None` if none was ever written.
-    async fn view(&self, kind: ExposeKind) -> Result<Option<Arc<str>>>;
+    /// The row for `kind` of `scope`'s aggregate, `None` if none was ever
+    /// written (for a source: no event of it was aggregated yet).
+    async fn view(&self, scope: &Scope, kind: ExposeKind) -> Result<Option<Arc<str>>>;
+    /// Every source's `sources` entry, sorted by name.
+    async fn sources(&self) -> Result<Vec<Arc<str>>>;
 }

@@ -4,12 +4,12 @@ use expect_test::expect;
 
 #[test]
 fn latest_row_carries_data_as_sent() {
-    let latest = Latest {
-        seq: 7,
+    let latest = EventRef {
+        received_at: 7,
         event_time: 1_619_863_670_000,
-        event_id: "id-1".into(),
-        name: "_ws_source_meteo".into(),
-        data: r#"{"b": 1.50, "a": [1, {"c": null}]}"#.into(),
+        event_id: "id-1",
+        name: "_ws_source_meteo",
+        data: r#"{"b": 1.50, "a": [1, {"c": null}]}"#,
     };
     expect![[r#"{"type":"latest","event_id":"id-1","event_time":"2021-05-01T10:07:50.000Z","name":"_ws_source_meteo","data":{"b": 1.50, "a": [1, {"c": null}]}}"#]]
         .assert_eq(&render_latest(&latest));
@@ -28,13 +28,24 @@ fn window_rows_report_mean_or_deviation() {
     summary.record(&Fields::new());
     let end = 1_619_863_680_000;
     expect![[r#"{"type":"24h_average","window_start":"2021-04-30T10:08:00.000Z","window_end":"2021-05-01T10:08:00.000Z","count":3,"fields":{"a.b":{"count":2,"value":2.0},"solo":{"count":1,"value":5.0}}}"#]]
-        .assert_eq(&render_window(ExposeKind::DayAverage, end, &summary));
+        .assert_eq(&render_window(ExposeKind::DayAverage, end, &summary, 0));
     expect![[r#"{"type":"7d_devt","window_start":"2021-04-24T10:08:00.000Z","window_end":"2021-05-01T10:08:00.000Z","count":3,"fields":{"a.b":{"count":2,"value":1.4142135623730951},"solo":{"count":1,"value":null}}}"#]]
-        .assert_eq(&render_window(ExposeKind::WeekDevt, end, &summary));
+        .assert_eq(&render_window(ExposeKind::WeekDevt, end, &summary, 0));
 }
 
 #[test]
 fn an_empty_window_has_no_fields() {
     expect![[r#"{"type":"24h_devt","window_start":"1969-12-31T00:01:00.000Z","window_end":"1970-01-01T00:01:00.000Z","count":0,"fields":{}}"#]]
-        .assert_eq(&render_window(ExposeKind::DayDevt, 60_000, &Summary::default()));
+        .assert_eq(&render_window(ExposeKind::DayDevt, 60_000, &Summary::default(), 0));
+}
+
+#[test]
+fn stats_rows_carry_every_statistic_and_the_drops() {
+    let mut summary = Summary::default();
+    for v in [1e308, -1e308] {
+        summary.record(&Fields::from([("x".to_owned(), v)]));
+    }
+    summary.record(&Fields::from([("y".to_owned(), 2.5)]));
+    expect![[r#"{"type":"24h_stats","window_start":"1969-12-31T00:01:00.000Z","window_end":"1970-01-01T00:01:00.000Z","count":3,"fields":{"x":{"count":2,"mean":0.0,"std":1.4142135623730951e+308,"min":-1e+308,"max":1e+308},"y":{"count":1,"mean":2.5,"std":null,"min":2.5,"max":2.5}},"fields_dropped":4}"#]]
+        .assert_eq(&render_window(ExposeKind::DayStats, 60_000, &summary, 4));
 }

@@ -64,7 +64,10 @@ async fn rebuilds_equal_incremental_processing(kind: StoreKind) {
                 .expect("sygno rebuild");
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert!(output.status.success(), "rebuild failed: {stderr}");
-            assert!(stderr.contains("summaries written"), "progress: {stderr}");
+            assert!(
+                stderr.contains("summaries and aggregates written"),
+                "progress: {stderr}"
+            );
             let stdout = String::from_utf8_lossy(&output.stdout);
             assert!(stdout.contains("from 900 events"), "{stdout}");
             check_all_windows(&app, &sent).await;

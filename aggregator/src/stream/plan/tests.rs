@@ -1,4 +1,5 @@
 use super::*;
+use sygno_shared::domain::tiers::Tier;
 use sygno_shared::domain::time::MINUTE_MS;
 use sygno_shared::store::dynamo::state::NextGeneration;
 
@@ -16,14 +17,31 @@ fn event(shard: u8, sequence: u64, event_time: i64, received_at: i64, x: f64) ->
     }
 }
 
+/// DynamoDB's items per transaction.
+const MAX_ITEMS: usize = 100;
+
+/// Without stored scope states, at the default field limit.
+fn plan(state: &AggState, events: &[StreamEvent]) -> Plan {
+    super::plan(state, &BTreeMap::new(), events, 2_000)
+}
+
+/// Events counted in `generation`'s all-events minute summaries.
 fn count(plan: &Plan, generation: u64) -> u64 {
-    plan.deltas
-        .iter()
-        .filter(|(k, _)| {
-            k.generation == generation && k.tier == sygno_shared::domain::tiers::Tier::Minute
-        })
+    plan.deltas()
+        .filter(|((g, k), _)| *g == generation && k.tier == Tier::Minute && k.scope == Scope::All)
         .map(|(_, s)| s.events)
         .sum()
+}
+
+fn key(scope: Scope, tier: Tier, index: i64) -> SummaryKey {
+    SummaryKey { scope, tier, index }
+}
+
+fn latest_id(plan: &Plan, generation: u64) -> Option<String> {
+    plan.batches[&generation].scopes[&Scope::All]
+        .latest
+        .as_ref()
+        .map(|l| l.event_id.clone())
 }
 
 #[test]
@@ -66,18 +84,23 @@ fn deltas_count_each_new_event_in_its_minute_and_hour() {
         event(1, 3, 61 * MINUTE_MS, 1, 5.0),
     ];
     let p = plan(&AggState::default(), &batch);
-    let [m0, h0] = TierKey::of_event(0, 0);
-    let [m61, h1] = TierKey::of_event(0, 61 * MINUTE_MS);
-    assert_eq!(p.deltas[&m0].events, 1);
-    assert_eq!(p.deltas[&h0].events, 2);
-    assert_eq!(p.deltas[&h0].fields["x"].mean, 2.0);
-    assert_eq!(p.deltas[&m61].events, 1);
-    assert_eq!(p.deltas[&h1].events, 1);
-    assert_eq!(p.deltas.len(), 5);
+    let deltas = &p.batches[&0].summaries;
+    let source = Scope::Source("n".into());
+    assert_eq!(deltas[&key(Scope::All, Tier::Minute, 0)].events, 1);
+    assert_eq!(deltas[&key(Scope::All, Tier::Hour, 0)].events, 2);
     assert_eq!(
-        p.state.latest.as_ref().map(|l| l.event_id.as_str()),
-        Some("e3")
+        deltas[&key(Scope::All, Tier::Hour, 0)].fields["x"].mean,
+        2.0
     );
+    assert_eq!(deltas[&key(Scope::All, Tier::Minute, 61)].events, 1);
+    assert_eq!(deltas[&key(source.clone(), Tier::Hour, 1)].events, 1);
+    assert_eq!(
+        deltas.len(),
+        10,
+        "five summaries each for all events and the source"
+    );
+    assert_eq!(latest_id(&p, 0).as_deref(), Some("e3"));
+    assert_eq!(p.latest.len(), 2, "latest rows of both aggregates");
 }
 
 #[test]
@@ -89,7 +112,6 @@ fn a_rebuild_splits_events_between_generations_by_received_at() {
             generation: 2,
             cut: 200,
             started_at: 150,
-            latest: None,
         }),
         ..AggState::default()
     };
@@ -102,10 +124,8 @@ fn a_rebuild_splits_events_between_generations_by_received_at() {
     assert_eq!(p.applied, 3);
     assert_eq!(count(&p, 1), 2);
     assert_eq!(count(&p, 2), 1);
-    assert_eq!(
-        p.state.next.and_then(|n| n.latest).map(|l| l.event_id),
-        Some("e3".to_owned())
-    );
+    assert_eq!(latest_id(&p, 2).as_deref(), Some("e3"));
+    assert_eq!(latest_id(&p, 1).as_deref(), Some("e3"));
 }
 
 #[test]
@@ -114,20 +134,44 @@ fn unreadable_data_counts_without_fields() {
     bad.item.data = "not json".into();
     let p = plan(&AggState::default(), &[bad]);
     assert_eq!((p.applied, p.unreadable), (1, 1));
-    let [minute, _] = TierKey::of_event(0, 0);
-    assert_eq!(p.deltas[&minute].events, 1);
-    assert!(p.deltas[&minute].fields.is_empty());
+    let minute = &p.batches[&0].summaries[&key(Scope::All, Tier::Minute, 0)];
+    assert_eq!(minute.events, 1);
+    assert!(minute.fields.is_empty());
 }
 
 #[test]
-fn latest_ties_go_to_the_greater_event_id() {
+fn latest_ties_go_to_the_later_received_then_the_greater_event_id() {
     let a = event(1, 1, 5, 1, 1.0);
     let mut b = event(2, 1, 5, 1, 1.0);
     b.item.event_id = "e0".into();
     let p = plan(&AggState::default(), &[a.clone(), b.clone()]);
-    let q = plan(&AggState::default(), &[b, a]);
-    assert_eq!(p.state.latest, q.state.latest);
-    assert_eq!(p.state.latest.map(|l| l.event_id), Some("e1".to_owned()));
+    let q = plan(&AggState::default(), &[b.clone(), a.clone()]);
+    assert_eq!(latest_id(&p, 0), latest_id(&q, 0));
+    assert_eq!(latest_id(&p, 0).as_deref(), Some("e1"));
+    // Stored later wins over the id.
+    b.item.received_at = 2;
+    let r = plan(&AggState::default(), &[b, a]);
+    assert_eq!(latest_id(&r, 0).as_deref(), Some("e0"));
+}
+
+#[test]
+fn stored_scope_states_carry_on() {
+    let first = plan(&AggState::default(), &[event(1, 1, 0, 1, 1.0)]);
+    let stored: BTreeMap<(u64, Scope), ScopeState> = first.batches[&0]
+        .scopes
+        .iter()
+        .map(|(s, st)| ((0, s.clone()), st.clone()))
+        .collect();
+    let second = super::plan(&first.state, &stored, &[event(1, 2, 0, 1, 1.0)], 2_000);
+    assert_eq!(second.batches[&0].scopes[&Scope::All].events, 2);
+    assert_eq!(
+        second.batches[&0].scopes[&Scope::Source("n".into())].events,
+        2
+    );
+    assert_eq!(
+        scopes_needed(&first.state, &[event(1, 2, 0, 1, 1.0)]).len(),
+        2
+    );
 }
 
 #[test]
@@ -136,7 +180,7 @@ fn runs_bound_the_summaries_per_commit() {
     let batch: Vec<StreamEvent> = (0..200)
         .map(|i| event(1, i + 1, i as i64 * 60 * MINUTE_MS, 1, 1.0))
         .collect();
-    let cut = runs(&batch, 98);
+    let cut = runs(&batch, 99);
     assert!(cut.len() > 1);
     assert_eq!(cut.first().map(|r| r.start), Some(0));
     assert_eq!(cut.last().map(|r| r.end), Some(200));
@@ -145,10 +189,11 @@ fn runs_bound_the_summaries_per_commit() {
     }
     for run in &cut {
         let p = plan(&AggState::default(), &batch[run.clone()]);
-        assert!(p.deltas.len() * 2 <= 98, "{} summaries", p.deltas.len());
+        let items = p.deltas().count() + p.batches[&0].scopes.len();
+        assert!(items * 2 < MAX_ITEMS, "{items} items");
     }
     // Events in one minute stay in one run.
     let same: Vec<StreamEvent> = (0..1000).map(|i| event(1, i + 1, 0, 1, 1.0)).collect();
-    assert_eq!(runs(&same, 98), vec![0..1000]);
-    assert!(runs(&[], 98).is_empty());
+    assert_eq!(runs(&same, 99), vec![0..1000]);
+    assert!(runs(&[], 99).is_empty());
 }

@@ -19,14 +19,38 @@ pub(crate) fn exact(values: &[f64]) -> (f64, Option<f64>) {
         .fold(BigRational::zero(), |a, x| a + (x - &mean) * (x - &mean));
     let std = (xs.len() >= 2).then(|| {
         let var = ss / (n - BigRational::from_integer(BigInt::from(1)));
-        var.to_f64().expect("representable").sqrt()
+        exact_sqrt(&var)
     });
     (mean.to_f64().expect("representable"), std)
 }
 
+/// The square root of a non-negative rational far outside the f64 range
+/// (a variance of values near 1e308 is near 1e616): scaled by a power of
+/// four into range, rooted, scaled back by the power of two.
+fn exact_sqrt(x: &BigRational) -> f64 {
+    if x.is_zero() {
+        return 0.0;
+    }
+    let four = BigRational::from_integer(BigInt::from(4));
+    let (mut scaled, mut k) = (x.clone(), 0i32);
+    let (low, high) = (
+        BigRational::from_float(1e-200).expect("finite"),
+        BigRational::from_float(1e200).expect("finite"),
+    );
+    while scaled > high {
+        scaled /= &four;
+        k += 1;
+    }
+    while scaled < low {
+        scaled *= &four;
+        k -= 1;
+    }
+    scaled.to_f64().expect("in range").sqrt() * 2f64.powi(k)
+}
+
 /// The contract's accuracy: relative error at most 1e-9, scaled by the
 /// larger of |mean| and the deviation (a mean near zero is judged against
-/// the spread of the data).
+/// the spread of the data). Minimum and maximum are exact.
 #[track_caller]
 pub(crate) fn assert_close(got: &Moments, values: &[f64]) {
     let (mean, std) = exact(values);
@@ -40,8 +64,12 @@ pub(crate) fn assert_close(got: &Moments, values: &[f64]) {
     match (got.sample_std(), std) {
         (Some(g), Some(e)) => assert!((g - e).abs() <= 1e-9 * e, "std {g} vs exact {e}"),
         (None, None) => {}
+        (None, Some(e)) if !e.is_finite() => {}
         other => panic!("std presence differs: {other:?}"),
     }
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!((got.min(), got.max()), (Some(min), Some(max)));
 }
 
 fn moments_of(values: &[f64]) -> Moments {
@@ -119,6 +147,63 @@ proptest! {
         assert_close(&ab_c, &all);
         assert_close(&a_bc, &all);
     }
+}
+
+/// Values from 1e-300 to 1e308 in magnitude, both signs, some of them
+/// equal: the whole finite range at once.
+fn extreme() -> impl Strategy<Value = Vec<f64>> {
+    let value = (-300i32..=307, 1.0f64..9.99, any::<bool>()).prop_map(|(e, m, neg)| {
+        if neg {
+            -m * 10f64.powi(e)
+        } else {
+            m * 10f64.powi(e)
+        }
+    });
+    proptest::collection::vec(value, 1..60)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    #[test]
+    fn extreme_magnitudes_match_exact(values in extreme(), cut in any::<prop::sample::Index>()) {
+        assert_close(&moments_of(&values), &values);
+        let cut = cut.index(values.len());
+        let mut merged = moments_of(&values[..cut]);
+        merged.merge(&moments_of(&values[cut..]));
+        assert_close(&merged, &values);
+    }
+
+    #[test]
+    fn one_magnitude_band_anywhere_in_the_range(values in data(), exp in -290i32..290) {
+        let scaled: Vec<f64> = values.iter().map(|v| v * 10f64.powi(exp)).collect();
+        prop_assume!(scaled.iter().all(|v| v.is_finite()) && ratio_ok(&scaled));
+        assert_close(&moments_of(&scaled), &scaled);
+    }
+}
+
+#[test]
+fn the_contracts_extreme_examples() {
+    let m = moments_of(&[1e308, -1e308]);
+    assert_eq!(m.mean(), Some(0.0));
+    let std = m.sample_std().expect("two values");
+    assert!(
+        (std - std::f64::consts::SQRT_2 * 1e308).abs() <= 1e-15 * std,
+        "{std}"
+    );
+    let m = moments_of(&[1e160, 3e160]);
+    let std = m.sample_std().expect("two values");
+    assert!(
+        (std - std::f64::consts::SQRT_2 * 1e160).abs() <= 1e-15 * std,
+        "{std}"
+    );
+    // Hundreds of values at the top of the range: nothing overflows.
+    let many: Vec<f64> = (0..500)
+        .map(|i| if i % 2 == 0 { f64::MAX } else { -f64::MAX })
+        .collect();
+    assert_close(&moments_of(&many), &many);
+    // The sample deviation of two values spanning the whole range exceeds
+    // f64::MAX: absent, not infinite.
+    assert_eq!(moments_of(&[f64::MAX, -f64::MAX]).sample_std(), None);
 }
 
 #[test]

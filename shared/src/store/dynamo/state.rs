@@ -1,11 +1,12 @@
-//! The stream aggregator's items: its state, the minute and hour summaries,
-//! and the rows, all written by one `TransactWriteItems` per commit.
+//! The stream aggregator's items: its state, each aggregate's scope state
+//! and minute and hour summaries (written by one `TransactWriteItems` per
+//! commit), and the rendered rows (written after it).
 //!
 //! # The state item (`pk` `agg`, `sk` `state`)
 //! - `version` (N): bumped by every commit, which is conditional on the
 //!   version it read. Every aggregate write goes through it, so concurrent
 //!   invocations (one per stream shard) serialize: a loser reads again and
-//!   retries. Rows are therefore always rendered from one consistent state.
+//!   retries.
 //! - `ckpt` (M of S): per log shard (`log#NN`), the stream sequence number
 //!   of the last record applied. The stream delivers one partition key's
 //!   records in order, so a record at or below its shard's checkpoint has
@@ -15,31 +16,44 @@
 //!   `received_at` at or below which events are already in them (set by a
 //!   rebuild, 0 otherwise). `allocated` (N): the highest generation handed
 //!   out, so an abandoned rebuild's half-written generation is never reused.
-//! - `next_gen`, `next_cut`, `next_started`, `next_latest`: a rebuild in
-//!   progress (see `sygno_aggregator::stream::rebuild`).
-//! - `latest` (S, JSON): the latest event of the live generation.
-//! - `rendered_end` (N, ms): where the windows of the stored rows end.
+//! - `next_gen`, `next_cut`, `next_started`: a rebuild in progress (see
+//!   `sygno_aggregator::stream::rebuild`).
+//! - `rendered_end` (N, ms): where the windows of every aggregate's rows
+//!   were last rendered (by a roll, which renders them all).
 //!
-//! # Summaries
-//! `pk` `m#<generation>` (minute buckets) or `h#<generation>` (hour
-//! blocks), `sk` the index as 20 digits (order-preserving for negative
-//! indices), `sum` the summary in [`crate::store::codec`] form. A minute's
-//! item holds one summary per field, a few KB at most.
+//! # Aggregates
+//! An aggregate is all events (`all`) or one source's (`s:<name>`):
+//! [`scope_sk`]. Per generation `g`:
+//! - scope state: `pk` `scope#<g>`, `sk` the scope; `state` (S,
+//!   [`crate::store::codec`]), `limit` (B, the field limit), `latest` (S,
+//!   the rendered `latest` row, at most the event's 64 KiB plus its frame).
+//! - summaries: `pk` `m#<g>#<scope>` (minute buckets) or `h#<g>#<scope>`
+//!   (hour blocks), `sk` the index as 20 digits (order-preserving for
+//!   negative indices), `sum` the summary in [`crate::store::codec`] form.
+//!
+//! # Rows (`pk` `rows`)
+//! `sk` `v#<scope>#<kind>` holds one `expose` document in `doc` with the
+//! state `version` it was rendered at; `sk` `s#<name>` one `sources`
+//! entry. Rows are written after the commit that changed their
+//! summaries, each conditional on a lower stored version, so a slower
+//! writer never puts older rows over newer ones.
 
 use super::{get_n, get_s, s, unavailable, DynamoStore, Item, PK, SK};
-use crate::domain::aggregates::Latest;
 use crate::domain::expose::ExposeKind;
-use crate::domain::series::Summary;
-use crate::domain::tiers::{Tier, TierKey};
+use crate::domain::fold::{Scope, ScopeState, SummaryKey};
+use crate::domain::summary::Summary;
+use crate::domain::tiers::Tier;
 use crate::domain::time::Millis;
-use crate::store::codec::{decode_summary, encode_summary};
+use crate::store::codec::{self, decode_summary, encode_summary};
 use crate::store::{Result, StoreError};
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, KeysAndAttributes, Put, TransactWriteItem, WriteRequest,
 };
-use serde::{Deserialize, Serialize};
+use futures::StreamExt;
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
@@ -48,45 +62,8 @@ const STATE_SK: &str = "state";
 const ROWS_KEY: &str = super::ROWS_KEY;
 const SUMMARY: &str = "sum";
 
-/// Summaries one commit may write: DynamoDB takes 100 items per
-/// transaction, two of which are the state and the rows.
-pub const MAX_SUMMARIES_PER_COMMIT: usize = 98;
-
-/// The latest event by `event_time` (ties: the greater `event_id`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LatestEvent {
-    pub event_time: Millis,
-    pub event_id: String,
-    pub name: String,
-    pub data: String,
-}
-
-impl LatestEvent {
-    /// True when `other` is later than `self`.
-    pub fn is_before(&self, other: &LatestEvent) -> bool {
-        (self.event_time, &self.event_id) < (other.event_time, &other.event_id)
-    }
-
-    /// The later of `current` and `candidate`.
-    pub fn later(current: &mut Option<LatestEvent>, candidate: &LatestEvent) -> bool {
-        if current.as_ref().is_none_or(|c| c.is_before(candidate)) {
-            *current = Some(candidate.clone());
-            return true;
-        }
-        false
-    }
-
-    /// As the views render it (no log sequence number here).
-    pub fn to_latest(&self) -> Latest {
-        Latest {
-            seq: 0,
-            event_time: self.event_time,
-            event_id: self.event_id.clone(),
-            name: self.name.clone(),
-            data: self.data.clone(),
-        }
-    }
-}
+/// Items one transaction may hold (DynamoDB's limit).
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
 /// A rebuild in progress: it fills `generation` with the events received
 /// at or before `cut`, while the aggregator adds those received after.
@@ -95,7 +72,6 @@ pub struct NextGeneration {
     pub generation: u64,
     pub cut: Millis,
     pub started_at: Millis,
-    pub latest: Option<LatestEvent>,
 }
 
 /// The aggregator's state item (see the module docs).
@@ -107,17 +83,33 @@ pub struct AggState {
     pub allocated: u64,
     pub next: Option<NextGeneration>,
     pub checkpoints: BTreeMap<String, String>,
-    pub latest: Option<LatestEvent>,
     pub rendered_end: Millis,
 }
 
+/// An aggregate's state item: the scope state and its `latest` row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScopeItem {
+    pub state: ScopeState,
+    /// The rendered `latest` row.
+    pub latest: Option<String>,
+}
+
 /// One commit: the new state (its `version` one above what was read),
-/// summaries to replace, and optionally the rendered rows.
+/// and the scope items and summaries to replace, by generation.
 #[derive(Debug)]
 pub struct StateCommit<'a> {
     pub state: &'a AggState,
-    pub summaries: &'a [(TierKey, Summary)],
-    pub rows: Option<&'a [(ExposeKind, String)]>,
+    pub scopes: &'a [((u64, Scope), ScopeItem)],
+    pub summaries: &'a [((u64, SummaryKey), Summary)],
+}
+
+/// Rendered rows of one state version: `expose` documents and `sources`
+/// entries.
+#[derive(Debug, Default)]
+pub struct RowsWrite {
+    pub version: u64,
+    pub views: Vec<(Scope, ExposeKind, String)>,
+    pub sources: Vec<(String, String)>,
 }
 
 /// An event item of the log, as the stream and a rebuild read it.
@@ -133,12 +125,14 @@ pub struct EventItem {
 }
 
 impl EventItem {
-    pub fn latest(&self) -> LatestEvent {
-        LatestEvent {
+    /// As the fold reads it.
+    pub fn as_ref(&self) -> crate::domain::fold::EventRef<'_> {
+        crate::domain::fold::EventRef {
+            event_id: &self.event_id,
             event_time: self.event_time,
-            event_id: self.event_id.clone(),
-            name: self.name.clone(),
-            data: self.data.clone(),
+            received_at: self.received_at,
+            name: &self.name,
+            data: &self.data,
         }
     }
 }
@@ -153,12 +147,47 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn tier_pk(generation: u64, tier: Tier) -> String {
-    match tier {
-        Tier::Minute => format!("m#{generation}"),
-        Tier::Hour => format!("h#{generation}"),
+/// An aggregate as keys name it: `all`, or `s:` and the source's name.
+pub fn scope_sk(scope: &Scope) -> String {
+    match scope {
+        Scope::All => "all".to_owned(),
+        Scope::Source(name) => format!("s:{name}"),
     }
 }
+
+fn scope_of_sk(sk: &str) -> Result<Scope> {
+    match sk {
+        "all" => Ok(Scope::All),
+        _ => sk
+            .strip_prefix("s:")
+            .map(|name| Scope::Source(name.to_owned()))
+            .ok_or_else(|| StoreError::Corrupt(format!("bad scope key {sk}"))),
+    }
+}
+
+fn scope_pk(generation: u64) -> String {
+    format!("scope#{generation}")
+}
+
+fn tier_pk(generation: u64, scope: &Scope, tier: Tier) -> String {
+    let scope = scope_sk(scope);
+    match tier {
+        Tier::Minute => format!("m#{generation}#{scope}"),
+        Tier::Hour => format!("h#{generation}#{scope}"),
+    }
+}
+
+/// The `sk` of an aggregate's `expose` row.
+pub(crate) fn view_sk(scope: &Scope, kind: ExposeKind) -> String {
+    format!("v#{}#{}", scope_sk(scope), kind.as_str())
+}
+
+/// The `sk` of a source's `sources` entry.
+pub(crate) fn source_sk(name: &str) -> String {
+    format!("{SOURCE_PREFIX}{name}")
+}
+
+pub(crate) const SOURCE_PREFIX: &str = "s#";
 
 /// Order-preserving text for an index, also for negative ones.
 fn index_sk(index: i64) -> String {
@@ -181,13 +210,61 @@ fn opt_n(item: &Item, name: &str) -> Result<Option<i64>> {
         .transpose()
 }
 
-fn latest_attr(item: &Item, name: &str) -> Result<Option<LatestEvent>> {
-    item.contains_key(name)
-        .then(|| {
-            serde_json::from_str(get_s(item, name)?)
-                .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
-        })
-        .transpose()
+fn scope_item_of(item: &Item) -> Result<ScopeItem> {
+    let limit = match item.get("limit") {
+        Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
+        _ => Vec::new(),
+    };
+    let state = codec::decode_scope(get_s(item, "state")?, &limit)
+        .map_err(|e| StoreError::Corrupt(format!("scope state: {e}")))?;
+    let latest = item
+        .get("latest")
+        .and_then(|v| v.as_s().ok())
+        .cloned();
+    Ok(ScopeItem { state, latest })
+}
+
+/// Sorts a failed transaction by cause: another writer came first
+/// (`Conflict`: read again and retry), DynamoDB refused it for what it is
+/// (`Rejected`: retrying cannot help), or the service failed or throttled
+/// (`Unavailable`: retry later).
+fn classify_transaction(error: TransactWriteItemsError) -> StoreError {
+    match error {
+        TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+            let codes: Vec<String> = cancelled
+                .cancellation_reasons()
+                .iter()
+                .filter_map(|r| r.code().map(str::to_owned))
+                .filter(|c| c != "None")
+                .collect();
+            let conflict = |c: &String| c == "ConditionalCheckFailed" || c == "TransactionConflict";
+            let refused =
+                |c: &String| c == "ValidationError" || c == "ItemCollectionSizeLimitExceeded";
+            if codes.iter().any(refused) {
+                StoreError::Rejected(Box::new(cancelled))
+            } else if !codes.is_empty() && codes.iter().all(conflict) {
+                StoreError::Conflict(format!("aggregate commit cancelled: {}", codes.join(", ")))
+            } else {
+                StoreError::unavailable(cancelled)
+            }
+        }
+        TransactWriteItemsError::TransactionInProgressException(e) => {
+            StoreError::Conflict(format!("transaction in progress: {e}"))
+        }
+        e @ (TransactWriteItemsError::ProvisionedThroughputExceededException(_)
+        | TransactWriteItemsError::RequestLimitExceeded(_)
+        | TransactWriteItemsError::ThrottlingException(_)
+        | TransactWriteItemsError::InternalServerError(_)) => StoreError::unavailable(e),
+        other if is_validation(&other) => StoreError::Rejected(Box::new(other)),
+        other => StoreError::unavailable(other),
+    }
+}
+
+/// A `ValidationException` (an item or the transaction over DynamoDB's
+/// size limits, a malformed request): the service's error code says so.
+fn is_validation(error: &TransactWriteItemsError) -> bool {
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    error.code() == Some("ValidationException")
 }
 
 fn summary_of(item: &Item) -> Result<Summary> {
@@ -211,7 +288,6 @@ fn decode_state(item: &Item) -> Result<AggState> {
                 .map_err(|_| StoreError::Corrupt("negative next_gen".into()))?,
             cut: get_n(item, "next_cut")?,
             started_at: get_n(item, "next_started")?,
-            latest: latest_attr(item, "next_latest")?,
         }),
         None => None,
     };
@@ -222,7 +298,6 @@ fn decode_state(item: &Item) -> Result<AggState> {
         allocated: get_u64(item, "allocated")?,
         next,
         checkpoints,
-        latest: latest_attr(item, "latest")?,
         rendered_end: get_n(item, "rendered_end")?,
     })
 }
@@ -247,17 +322,10 @@ fn encode_state(state: &AggState) -> Item {
                 .collect(),
         ),
     );
-    let json = |latest: &LatestEvent| s(serde_json::to_string(latest).unwrap_or_default());
-    if let Some(latest) = &state.latest {
-        item.insert("latest".into(), json(latest));
-    }
     if let Some(next) = &state.next {
         item.insert("next_gen".into(), n(next.generation));
         item.insert("next_cut".into(), n(next.cut));
         item.insert("next_started".into(), n(next.started_at));
-        if let Some(latest) = &next.latest {
-            item.insert("next_latest".into(), json(latest));
-        }
     }
     item
 }
@@ -281,20 +349,77 @@ impl DynamoStore {
         }
     }
 
-    /// The stored summaries among `keys` (consistent reads; missing ones
-    /// are left out).
-    pub async fn read_summaries(&self, keys: &[TierKey]) -> Result<HashMap<TierKey, Summary>> {
-        let mut found = HashMap::with_capacity(keys.len());
-        let by_item: HashMap<(String, String), TierKey> = keys
+    /// The stored summaries among `keys`, by generation (consistent
+    /// reads; missing ones are left out).
+    pub async fn read_summaries(
+        &self,
+        keys: &[(u64, SummaryKey)],
+    ) -> Result<HashMap<(u64, SummaryKey), Summary>> {
+        let by_item: HashMap<(String, String), &(u64, SummaryKey)> = keys
             .iter()
-            .map(|k| ((tier_pk(k.generation, k.tier), index_sk(k.index)), *k))
+            .map(|k| {
+                let (g, key) = k;
+                ((tier_pk(*g, &key.scope, key.tier), index_sk(key.index)), k)
+            })
             .collect();
-        let mut pending: Vec<&(String, String)> = by_item.keys().collect();
-        // BatchGetItem takes 100 keys per request.
-        while !pending.is_empty() {
-            let chunk: Vec<_> = pending.drain(..pending.len().min(100)).collect();
+        let mut found = HashMap::with_capacity(keys.len());
+        for item in self.batch_get(by_item.keys().cloned().collect()).await? {
+            let key = (get_s(&item, PK)?.to_owned(), get_s(&item, SK)?.to_owned());
+            if let Some(key) = by_item.get(&key) {
+                found.insert((*key).clone(), summary_of(&item)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The stored scope items among `keys` (consistent reads; missing ones
+    /// are left out).
+    pub async fn read_scopes(
+        &self,
+        keys: &[(u64, Scope)],
+    ) -> Result<HashMap<(u64, Scope), ScopeItem>> {
+        let by_item: HashMap<(String, String), &(u64, Scope)> = keys
+            .iter()
+            .map(|k| ((scope_pk(k.0), scope_sk(&k.1)), k))
+            .collect();
+        let mut found = HashMap::with_capacity(keys.len());
+        for item in self.batch_get(by_item.keys().cloned().collect()).await? {
+            let key = (get_s(&item, PK)?.to_owned(), get_s(&item, SK)?.to_owned());
+            if let Some(key) = by_item.get(&key) {
+                found.insert((*key).clone(), scope_item_of(&item)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every aggregate's scope item in `generation` (one paged `Query`).
+    pub async fn query_scopes(&self, generation: u64) -> Result<Vec<(Scope, ScopeItem)>> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&*self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(scope_pk(generation)))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        items
+            .iter()
+            .map(|item| Ok((scope_of_sk(get_s(item, SK)?)?, scope_item_of(item)?)))
+            .collect()
+    }
+
+    /// Consistent `BatchGetItem`s of `keys` (100 a request), retrying what
+    /// the service leaves unprocessed.
+    async fn batch_get(&self, keys: Vec<(String, String)>) -> Result<Vec<Item>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
             let mut request = KeysAndAttributes::builder().consistent_read(true);
-            for (pk, sk) in &chunk {
+            for (pk, sk) in chunk {
                 request = request.keys(HashMap::from([
                     (PK.to_owned(), s(pk.clone())),
                     (SK.to_owned(), s(sk.clone())),
@@ -310,17 +435,12 @@ impl DynamoStore {
                     .send()
                     .await
                     .map_err(unavailable)?;
-                for item in got
-                    .responses
-                    .unwrap_or_default()
-                    .remove(&*self.table)
-                    .unwrap_or_default()
-                {
-                    let key = (get_s(&item, PK)?.to_owned(), get_s(&item, SK)?.to_owned());
-                    if let Some(tier_key) = by_item.get(&key) {
-                        found.insert(*tier_key, summary_of(&item)?);
-                    }
-                }
+                found.extend(
+                    got.responses
+                        .unwrap_or_default()
+                        .remove(&*self.table)
+                        .unwrap_or_default(),
+                );
                 request = got
                     .unprocessed_keys
                     .and_then(|mut u| u.remove(&*self.table))
@@ -337,11 +457,12 @@ impl DynamoStore {
         Ok(found)
     }
 
-    /// The stored summaries of `tier` in `generation` with index in `range`,
-    /// in index order (one consistent `Query`, paged).
+    /// The stored summaries of one aggregate's `tier` in `generation` with
+    /// index in `range`, in index order (one consistent `Query`, paged).
     pub async fn query_summaries(
         &self,
         generation: u64,
+        scope: &Scope,
         tier: Tier,
         range: Range<i64>,
     ) -> Result<Vec<(i64, Summary)>> {
@@ -353,7 +474,7 @@ impl DynamoStore {
             .query()
             .table_name(&*self.table)
             .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .expression_attribute_values(":pk", s(tier_pk(generation, tier)))
+            .expression_attribute_values(":pk", s(tier_pk(generation, scope, tier)))
             .expression_attribute_values(":from", s(index_sk(range.start)))
             .expression_attribute_values(":to", s(index_sk(range.end - 1)))
             .consistent_read(true)
@@ -369,18 +490,26 @@ impl DynamoStore {
             .collect()
     }
 
-    /// Deletes every summary of `generation` (both tiers); returns how many.
-    /// For generations no commit can reach any more (a rebuild replaced
-    /// them): nothing guards against deleting a live one.
+    /// Deletes every summary and scope item of `generation`; returns how
+    /// many items. For generations no commit can reach any more (a rebuild
+    /// replaced them): nothing guards against deleting a live one.
     pub async fn delete_generation(&self, generation: u64) -> Result<usize> {
         let mut deleted = 0;
-        for tier in [Tier::Minute, Tier::Hour] {
+        let scopes = self.query_scopes(generation).await?;
+        let mut partitions: Vec<String> = Vec::new();
+        for (scope, _) in &scopes {
+            for tier in [Tier::Minute, Tier::Hour] {
+                partitions.push(tier_pk(generation, scope, tier));
+            }
+        }
+        partitions.push(scope_pk(generation));
+        for pk in partitions {
             let keys = self
                 .client
                 .query()
                 .table_name(&*self.table)
                 .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(tier_pk(generation, tier)))
+                .expression_attribute_values(":pk", s(pk))
                 .projection_expression("pk, sk")
                 .into_paginator()
                 .items()
@@ -462,13 +591,15 @@ impl DynamoStore {
 
     /// Writes `commit` in one transaction, conditional on the stored state
     /// being at `commit.state.version - 1`. [`StoreError::Conflict`] when
-    /// another commit came first: read again and retry.
+    /// another commit came first (read again and retry);
+    /// [`StoreError::Rejected`] when DynamoDB refuses the transaction for a
+    /// reason a retry cannot fix (its size, a validation error).
     pub async fn commit_state(&self, commit: StateCommit<'_>) -> Result<()> {
-        if commit.summaries.len() > MAX_SUMMARIES_PER_COMMIT {
-            return Err(StoreError::Conflict(format!(
-                "{} summaries in one commit; at most {MAX_SUMMARIES_PER_COMMIT}",
-                commit.summaries.len()
-            )));
+        let items = commit.scopes.len() + commit.summaries.len() + 1;
+        if items > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::Rejected(
+                format!("{items} items in one commit; at most {MAX_TRANSACTION_ITEMS}").into(),
+            ));
         }
         let expected = commit.state.version.checked_sub(1).ok_or_else(|| {
             StoreError::Conflict("a commit's state version must be at least 1".into())
@@ -487,50 +618,90 @@ impl DynamoStore {
                 .put(put.build().map_err(unavailable)?)
                 .build()
         };
-        let mut items = vec![state];
-        for (key, summary) in commit.summaries {
+        let mut writes = vec![state];
+        for ((generation, scope), scope_item) in commit.scopes {
             let mut item = Item::new();
-            item.insert(PK.into(), s(tier_pk(key.generation, key.tier)));
+            item.insert(PK.into(), s(scope_pk(*generation)));
+            item.insert(SK.into(), s(scope_sk(scope)));
+            item.insert("kind".into(), s("scope"));
+            item.insert("state".into(), s(codec::encode_scope(&scope_item.state)));
+            item.insert(
+                "limit".into(),
+                AttributeValue::B(codec::encode_limit(&scope_item.state.fields).into()),
+            );
+            if let Some(latest) = &scope_item.latest {
+                item.insert("latest".into(), s(latest.clone()));
+            }
+            writes.push(self.put_item(item)?);
+        }
+        for ((generation, key), summary) in commit.summaries {
+            let mut item = Item::new();
+            item.insert(PK.into(), s(tier_pk(*generation, &key.scope, key.tier)));
             item.insert(SK.into(), s(index_sk(key.index)));
             item.insert("kind".into(), s("summary"));
             item.insert(SUMMARY.into(), s(encode_summary(summary)));
-            items.push(self.put_item(item)?);
-        }
-        if let Some(rows) = commit.rows {
-            let mut item = Item::new();
-            item.insert(PK.into(), s(ROWS_KEY));
-            item.insert(SK.into(), s(ROWS_KEY));
-            item.insert("kind".into(), s("rows"));
-            for (kind, doc) in rows {
-                item.insert(kind.as_str().into(), s(doc.clone()));
-            }
-            items.push(self.put_item(item)?);
+            writes.push(self.put_item(item)?);
         }
         let sent = self
             .client
             .transact_write_items()
-            .set_transact_items(Some(items))
+            .set_transact_items(Some(writes))
             .send()
             .await;
         match sent {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) => match e.into_err() {
-                TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                    let reasons: Vec<String> = cancelled
-                        .cancellation_reasons()
-                        .iter()
-                        .filter_map(|r| r.code().map(str::to_owned))
-                        .filter(|c| c != "None")
-                        .collect();
-                    Err(StoreError::Conflict(format!(
-                        "aggregate commit cancelled: {}",
-                        reasons.join(", ")
-                    )))
-                }
-                other => Err(unavailable(other)),
-            },
+            Err(SdkError::ServiceError(e)) => Err(classify_transaction(e.into_err())),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    /// Writes rendered rows, each conditional on the stored one being of
+    /// a lower version (a newer render wins; losing is not an error).
+    pub async fn write_rows(&self, rows: RowsWrite) -> Result<()> {
+        let version = rows.version;
+        let mut items: Vec<Item> = Vec::with_capacity(rows.views.len() + rows.sources.len());
+        for (scope, kind, doc) in rows.views {
+            let mut item = Item::new();
+            item.insert(PK.into(), s(ROWS_KEY));
+            item.insert(SK.into(), s(view_sk(&scope, kind)));
+            item.insert("kind".into(), s("row"));
+            item.insert("doc".into(), s(doc));
+            items.push(item);
+        }
+        for (name, doc) in rows.sources {
+            let mut item = Item::new();
+            item.insert(PK.into(), s(ROWS_KEY));
+            item.insert(SK.into(), s(source_sk(&name)));
+            item.insert("kind".into(), s("row"));
+            item.insert("doc".into(), s(doc));
+            items.push(item);
+        }
+        let puts = items.into_iter().map(|mut item| {
+            item.insert("version".into(), n(version));
+            let put = self
+                .client
+                .put_item()
+                .table_name(&*self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk) OR version < :v")
+                .expression_attribute_values(":v", n(version));
+            async move {
+                match put.send().await {
+                    Ok(_) => Ok(()),
+                    Err(SdkError::ServiceError(e)) => match e.into_err() {
+                        PutItemError::ConditionalCheckFailedException(_) => Ok(()),
+                        other => Err(unavailable(other)),
+                    },
+                    Err(e) => Err(unavailable(e)),
+                }
+            }
+        });
+        // A few at a time: rows of many aggregates are many requests.
+        let mut pending = futures::stream::iter(puts).buffer_unordered(8);
+        while let Some(result) = pending.next().await {
+            result?;
+        }
+        Ok(())
     }
 
     fn put_item(&self, item: Item) -> Result<TransactWriteItem> {
@@ -561,12 +732,6 @@ mod tests {
 
     #[test]
     fn the_state_item_round_trips() {
-        let latest = LatestEvent {
-            event_time: 5,
-            event_id: "e".into(),
-            name: "n".into(),
-            data: r#"{"a":1}"#.into(),
-        };
         let state = AggState {
             version: 7,
             generation: 2,
@@ -576,14 +741,30 @@ mod tests {
                 generation: 3,
                 cut: 2_000,
                 started_at: 1_500,
-                latest: Some(latest.clone()),
             }),
             checkpoints: BTreeMap::from([("log#01".into(), "1100000000017454423012".into())]),
-            latest: Some(latest),
             rendered_end: 60_000,
         };
         assert_eq!(decode_state(&encode_state(&state)).ok(), Some(state));
         let bare = AggState::default();
         assert_eq!(decode_state(&encode_state(&bare)).ok(), Some(bare));
+    }
+
+    #[test]
+    fn scope_keys_round_trip_and_never_collide() {
+        for scope in [
+            Scope::All,
+            Scope::Source("all".into()),
+            Scope::Source("s:x#v#1".into()),
+        ] {
+            assert_eq!(scope_of_sk(&scope_sk(&scope)).ok(), Some(scope));
+        }
+        assert_ne!(
+            scope_sk(&Scope::All),
+            scope_sk(&Scope::Source("all".into()))
+        );
+        // A row's key names its scope and kind; a source's entry is apart.
+        let row = view_sk(&Scope::Source("a".into()), ExposeKind::WeekStats);
+        assert!(!row.starts_with(SOURCE_PREFIX));
     }
 }

@@ -1,11 +1,12 @@
 //! The DynamoDB adapter against a real DynamoDB wire-protocol server (see
 //! [`super::testing`]).
 
-use super::state::{AggState, StateCommit};
+use super::state::{AggState, RowsWrite, ScopeItem, StateCommit};
 use super::testing::fresh_store;
 use super::*;
-use crate::domain::series::Summary;
-use crate::domain::tiers::{Tier, TierKey};
+use crate::domain::fold::{ScopeState, SummaryKey};
+use crate::domain::summary::Summary;
+use crate::domain::tiers::Tier;
 use crate::store::contract_tests::{self, new_event};
 
 async fn store() -> Option<DynamoStore> {
@@ -92,42 +93,43 @@ async fn an_event_id_is_never_overwritten() {
 }
 
 #[tokio::test]
-async fn rows_read_back_with_one_get() {
+async fn rows_read_back_with_one_get_and_never_go_back_a_version() {
     let Some(store) = store().await else { return };
+    let gh = Scope::Source("gh".into());
     assert!(store
-        .view(ExposeKind::DayAverage)
+        .view(&gh, ExposeKind::DayAverage)
         .await
         .expect("view")
         .is_none());
-    let rows = [(
-        ExposeKind::DayAverage,
-        r#"{"type":"24h_average"}"#.to_owned(),
-    )];
-    let state = AggState {
-        version: 1,
-        ..AggState::default()
+    let rows = |version: u64, doc: &str| RowsWrite {
+        version,
+        views: vec![(gh.clone(), ExposeKind::DayAverage, doc.to_owned())],
+        sources: vec![("gh".into(), format!(r#"{{"name":"gh","v":{version}}}"#))],
     };
     store
-        .commit_state(StateCommit {
-            state: &state,
-            summaries: &[],
-            rows: Some(&rows),
-        })
+        .write_rows(rows(2, r#"{"v":2}"#))
         .await
-        .expect("commit");
-    assert_eq!(
-        store
-            .view(ExposeKind::DayAverage)
-            .await
-            .expect("view")
-            .as_deref(),
-        Some(r#"{"type":"24h_average"}"#)
-    );
+        .expect("write");
+    // An older render arriving late changes nothing.
+    store
+        .write_rows(rows(1, r#"{"v":1}"#))
+        .await
+        .expect("write");
+    let got = store.view(&gh, ExposeKind::DayAverage).await.expect("view");
+    assert_eq!(got.as_deref(), Some(r#"{"v":2}"#));
     assert!(store
-        .view(ExposeKind::WeekDevt)
+        .view(&Scope::All, ExposeKind::DayAverage)
         .await
         .expect("view")
         .is_none());
+    assert!(store
+        .view(&gh, ExposeKind::WeekDevt)
+        .await
+        .expect("view")
+        .is_none());
+    let sources = store.sources().await.expect("sources");
+    assert_eq!(sources.len(), 1);
+    assert_eq!(&*sources[0], r#"{"name":"gh","v":2}"#);
 }
 
 #[tokio::test]
@@ -173,7 +175,10 @@ async fn one_request_per_append_and_per_read() {
         "a repeat is one failed conditional write (plus a read where the server does not return the item): {repeat:?}"
     );
     log.take_capacity();
-    store.view(ExposeKind::DayDevt).await.expect("view");
+    store
+        .view(&Scope::All, ExposeKind::DayDevt)
+        .await
+        .expect("view");
     assert_eq!(log.take(), ["GetItem"], "one read per expose");
     eprintln!("expose: ~{:.2} RCU", log.take_capacity().read);
 }
@@ -186,12 +191,15 @@ fn summary_of(values: &[f64]) -> Summary {
     summary
 }
 
-fn minute(index: i64) -> TierKey {
-    TierKey {
-        generation: 1,
-        tier: Tier::Minute,
-        index,
-    }
+fn minute(index: i64) -> (u64, SummaryKey) {
+    (
+        1,
+        SummaryKey {
+            scope: Scope::Source("gh".into()),
+            tier: Tier::Minute,
+            index,
+        },
+    )
 }
 
 #[tokio::test]
@@ -210,8 +218,8 @@ async fn aggregate_commits_are_conditional_on_the_state_version() {
             store
                 .commit_state(StateCommit {
                     state: &state,
+                    scopes: &[],
                     summaries: &[(minute(5), summary_of(&[1.0]))],
-                    rows: None,
                 })
                 .await
         }
@@ -232,49 +240,89 @@ async fn aggregate_commits_are_conditional_on_the_state_version() {
 #[tokio::test]
 async fn summaries_read_back_by_key_and_by_index_range() {
     let Some(store) = store().await else { return };
-    let summaries: Vec<(TierKey, Summary)> = [-61, -1, 0, 1, 59, 60, 120]
+    let gh = Scope::Source("gh".into());
+    let summaries: Vec<((u64, SummaryKey), Summary)> = [-61, -1, 0, 1, 59, 60, 120]
         .iter()
         .map(|i| (minute(*i), summary_of(&[*i as f64, 0.5])))
         .collect();
-    let hour = TierKey {
-        generation: 1,
-        tier: Tier::Hour,
-        index: 0,
-    };
+    let hour = (
+        1,
+        SummaryKey {
+            scope: gh.clone(),
+            tier: Tier::Hour,
+            index: 0,
+        },
+    );
+    let other = (
+        1,
+        SummaryKey {
+            scope: Scope::All,
+            tier: Tier::Minute,
+            index: 0,
+        },
+    );
     let mut all = summaries.clone();
-    all.push((hour, summary_of(&[7.0])));
+    all.push((hour.clone(), summary_of(&[7.0])));
+    all.push((other, summary_of(&[9.0])));
+    let mut scope_state = ScopeState {
+        events: 7,
+        first_event_time: Some(-3),
+        ..ScopeState::default()
+    };
+    scope_state
+        .fields
+        .admit(&[("x".to_owned(), 1.0)].into_iter().collect(), 5, 10);
+    let scope_item = ScopeItem {
+        state: scope_state,
+        latest: Some(r#"{"type":"latest"}"#.into()),
+    };
     store
         .commit_state(StateCommit {
             state: &AggState {
                 version: 1,
                 ..AggState::default()
             },
+            scopes: &[((1, gh.clone()), scope_item.clone())],
             summaries: &all,
-            rows: None,
         })
         .await
         .expect("commit");
     let ranged = store
-        .query_summaries(1, Tier::Minute, -1..60)
+        .query_summaries(1, &gh, Tier::Minute, -1..60)
         .await
         .expect("query");
     let expected: Vec<(i64, Summary)> = summaries
         .iter()
-        .filter(|(k, _)| (-1..60).contains(&k.index))
-        .map(|(k, s)| (k.index, s.clone()))
+        .filter(|((_, k), _)| (-1..60).contains(&k.index))
+        .map(|((_, k), s)| (k.index, s.clone()))
         .collect();
-    assert_eq!(ranged, expected, "in index order, bit for bit");
+    assert_eq!(
+        ranged, expected,
+        "in index order, bit for bit, one aggregate's"
+    );
     assert!(store
-        .query_summaries(2, Tier::Minute, -100..200)
+        .query_summaries(2, &gh, Tier::Minute, -100..200)
         .await
         .expect("query")
         .is_empty());
     let by_key = store
-        .read_summaries(&[minute(-61), minute(3), hour])
+        .read_summaries(&[minute(-61), minute(3), hour.clone()])
         .await
         .expect("read");
     assert_eq!(by_key.len(), 2);
     assert_eq!(by_key[&hour], summary_of(&[7.0]));
+    let scopes = store.query_scopes(1).await.expect("scopes");
+    assert_eq!(scopes, vec![(gh.clone(), scope_item.clone())]);
+    let read = store
+        .read_scopes(&[(1, gh.clone()), (1, Scope::All)])
+        .await
+        .expect("scopes");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[&(1, gh)], scope_item);
+    // The source's eight summaries and its scope item (all events had no
+    // scope item here, so its summary is not found).
+    assert_eq!(store.delete_generation(1).await.expect("delete"), 9);
+    assert!(store.query_scopes(1).await.expect("scopes").is_empty());
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::domain::stats::Moments;
+use crate::domain::tiers::Tier;
 use crate::store::contract_tests::{self, new_event};
 
 fn store() -> (tempfile::TempDir, EmbeddedStore) {
@@ -68,6 +69,14 @@ async fn a_second_process_cannot_open_the_store() {
     ));
 }
 
+fn key(scope: &Scope, tier: Tier, index: i64) -> SummaryKey {
+    SummaryKey {
+        scope: scope.clone(),
+        tier,
+        index,
+    }
+}
+
 #[tokio::test]
 async fn aggregate_commits_are_checked_against_the_checkpoint() {
     let (dir, store) = store();
@@ -80,50 +89,162 @@ async fn aggregate_commits_are_checked_against_the_checkpoint() {
         Moments {
             count: 2,
             mean: 0.1 + 0.2,
-            m2: 1.0 / 3.0,
+            sd: 1.0 / 3.0,
+            min: -1e308,
+            max: 5e-324,
         },
+    );
+    let source = Scope::Source("gh".into());
+    let mut state = crate::domain::fold::ScopeState {
+        events: 2,
+        ..Default::default()
+    };
+    state.fields.admit(
+        &crate::domain::fields::Fields::from([("x".to_owned(), 1.0)]),
+        0,
+        10,
     );
     let commit = AggregateCommit {
         expected_checkpoint: Some(0),
-        checkpoint: 9,
-        buckets: vec![(5, summary.clone()), (100, Summary::default())],
-        views: vec![(ExposeKind::DayAverage, "{\"doc\":1}".into())],
+        checkpoint: Some(9),
+        summaries: vec![
+            (key(&source, Tier::Minute, 5), summary.clone()),
+            (key(&Scope::All, Tier::Hour, 100), Summary::default()),
+        ],
+        scopes: vec![(source.clone(), state.clone())],
+        views: vec![(source.clone(), ExposeKind::DayAverage, "{\"doc\":1}".into())],
+        sources: vec![("gh".into(), "{\"name\":\"gh\"}".into())],
         ..AggregateCommit::default()
     };
     store.commit(commit).await.expect("commit");
     let stale = AggregateCommit {
         expected_checkpoint: Some(0),
-        checkpoint: 10,
+        checkpoint: Some(10),
         ..AggregateCommit::default()
     };
     assert!(matches!(
         store.commit(stale).await,
         Err(StoreError::Conflict(_))
     ));
+    let view = store
+        .view(&source, ExposeKind::DayAverage)
+        .await
+        .expect("view");
+    assert_eq!(view.as_deref(), Some("{\"doc\":1}"));
     assert_eq!(
         store
-            .view(ExposeKind::DayAverage)
+            .view(&Scope::All, ExposeKind::DayAverage)
             .await
-            .expect("view")
-            .as_deref(),
-        Some("{\"doc\":1}")
+            .expect("view"),
+        None
     );
     drop(store);
     let store = EmbeddedStore::open(dir.path()).expect("reopen");
-    let loaded = store.load(10).await.expect("load");
-    assert_eq!(loaded.checkpoint, 9);
-    assert_eq!(loaded.buckets, vec![(100, Summary::default())]);
+    let loaded = store.load().await.expect("load");
+    assert_eq!((loaded.checkpoint, loaded.generation), (9, 0));
+    assert_eq!(loaded.scopes.get(&source), Some(&state));
     assert_eq!(
-        store.load_buckets(&[5, 6]).await.expect("load"),
-        vec![(5, summary)],
+        store
+            .load_summaries(
+                0,
+                &[key(&source, Tier::Minute, 5), key(&source, Tier::Minute, 6)]
+            )
+            .await
+            .expect("load"),
+        vec![(key(&source, Tier::Minute, 5), summary)],
         "f64s read back bit for bit"
+    );
+    let ranged = store
+        .load_ranges(
+            0,
+            &[
+                (Scope::All, Tier::Hour, 0..101),
+                (source.clone(), Tier::Hour, 0..101),
+            ],
+        )
+        .await
+        .expect("ranges");
+    assert_eq!(
+        ranged,
+        vec![(key(&Scope::All, Tier::Hour, 100), Summary::default())]
     );
     assert!(
         store
-            .view(ExposeKind::DayAverage)
+            .view(&source, ExposeKind::DayAverage)
             .await
             .expect("view")
             .is_some(),
         "rows are read at open"
     );
+    assert_eq!(store.sources().await.expect("sources").len(), 1);
+}
+
+#[tokio::test]
+async fn a_switch_replaces_everything_with_the_new_generation() {
+    let (_dir, store) = store();
+    let old = AggregateCommit {
+        expected_checkpoint: Some(0),
+        checkpoint: Some(3),
+        summaries: vec![(key(&Scope::All, Tier::Minute, 1), Summary::default())],
+        views: vec![(Scope::Source("old".into()), ExposeKind::Latest, "{}".into())],
+        sources: vec![("old".into(), "{}".into())],
+        ..AggregateCommit::default()
+    };
+    store.commit(old).await.expect("commit");
+    // A rebuild's step writes its generation without touching the live one.
+    let step = AggregateCommit {
+        generation: 1,
+        summaries: vec![(key(&Scope::All, Tier::Minute, 2), Summary::default())],
+        ..AggregateCommit::default()
+    };
+    store.commit(step).await.expect("step");
+    let loaded = store.load().await.expect("load");
+    assert_eq!(
+        (loaded.checkpoint, loaded.generation, loaded.max_generation),
+        (3, 0, 1)
+    );
+    let switch = AggregateCommit {
+        checkpoint: Some(4),
+        generation: 1,
+        switch: true,
+        sources: vec![("new".into(), "{}".into())],
+        ..AggregateCommit::default()
+    };
+    store.commit(switch).await.expect("switch");
+    let loaded = store.load().await.expect("load");
+    assert_eq!(
+        (loaded.checkpoint, loaded.generation, loaded.max_generation),
+        (4, 1, 1)
+    );
+    assert!(store
+        .load_summaries(0, &[key(&Scope::All, Tier::Minute, 1)])
+        .await
+        .expect("load")
+        .is_empty());
+    assert_eq!(store.sources().await.expect("sources").len(), 1);
+    assert_eq!(
+        store
+            .view(&Scope::Source("old".into()), ExposeKind::Latest)
+            .await
+            .expect("view"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn aggregates_of_the_first_format_are_dropped_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let conn = Connection::open(dir.path().join("aggregates.db")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE checkpoint (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
+             INSERT INTO checkpoint VALUES (0, 42);
+             CREATE TABLE buckets (bucket INTEGER PRIMARY KEY, summary TEXT NOT NULL);
+             CREATE TABLE views (kind TEXT PRIMARY KEY, doc TEXT NOT NULL);",
+        )
+        .expect("v1 tables");
+    }
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let loaded = store.load().await.expect("load");
+    assert_eq!(loaded.checkpoint, 0, "folded again from the start");
 }

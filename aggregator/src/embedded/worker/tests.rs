@@ -1,6 +1,11 @@
 use super::*;
+use crate::embedded::rebuild;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use sygno_shared::domain::event::NewEvent;
+use sygno_shared::domain::fold::SummaryKey;
+use sygno_shared::domain::limit::DEFAULT_MAX_FIELDS;
+use sygno_shared::domain::tiers::Tier;
+use sygno_shared::domain::time::bucket_of;
 use sygno_shared::domain::time::{DAY_MS, MINUTE_MS};
 use sygno_shared::store::embedded::EmbeddedStore;
 use sygno_shared::store::{EventLog, StoreError, ViewStore};
@@ -24,6 +29,7 @@ impl Fixture {
         Worker::start(
             Arc::new(self.store.clone()),
             Arc::new(self.store.clone()),
+            DEFAULT_MAX_FIELDS,
             now,
         )
         .await
@@ -31,14 +37,18 @@ impl Fixture {
     }
 
     async fn write(&self, t: Millis, x: f64) {
+        self.write_as("raw", t, &format!(r#"{{"x": {x}}}"#)).await;
+    }
+
+    async fn write_as(&self, name: &str, t: Millis, data: &str) {
         self.store
             .append(NewEvent {
                 event_id: format!("id-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
                 event_time: t,
                 received_at: t,
-                name: "raw".into(),
+                name: name.into(),
                 user_id: "u".into(),
-                data: format!(r#"{{"x": {x}}}"#),
+                data: data.into(),
                 idempotency_key: None,
             })
             .await
@@ -48,22 +58,37 @@ impl Fixture {
     async fn row(&self, kind: ExposeKind) -> serde_json::Value {
         let doc = self
             .store
-            .view(kind)
+            .view(&Scope::All, kind)
             .await
             .expect("view")
             .expect("row exists");
         serde_json::from_str(&doc).expect("json")
     }
 
+    /// Every row of every aggregate, and the sources list.
     async fn rows(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        rows_of(&self.store).await
+    }
+}
+
+async fn rows_of(store: &EmbeddedStore) -> Vec<String> {
+    let mut out = Vec::new();
+    let scopes = [
+        Scope::All,
+        Scope::Source("raw".into()),
+        Scope::Source("b".into()),
+    ];
+    for scope in &scopes {
         for kind in ExposeKind::ALL {
-            if let Some(doc) = self.store.view(kind).await.expect("view") {
+            if let Some(doc) = store.view(scope, kind).await.expect("view") {
                 out.push(doc.to_string());
             }
         }
-        out
     }
+    for doc in store.sources().await.expect("sources") {
+        out.push(doc.to_string());
+    }
+    out
 }
 
 #[tokio::test]
@@ -78,7 +103,7 @@ async fn a_step_applies_a_batch_and_commits_its_checkpoint() {
     let row = f.row(ExposeKind::DayAverage).await;
     assert_eq!(row["count"], 10);
     assert_eq!(row["fields"]["x"]["value"], 4.5);
-    assert_eq!(f.store.load(0).await.expect("load").checkpoint, 10);
+    assert_eq!(f.store.load().await.expect("load").checkpoint, 10);
 }
 
 #[tokio::test]
@@ -145,7 +170,12 @@ async fn late_events_before_the_horizon_are_stored_in_their_bucket() {
     worker.step(T0).await.expect("step");
     f.write(old, 3.0).await;
     worker.step(T0).await.expect("step");
-    let stored = f.store.load_buckets(&[bucket_of(old)]).await.expect("load");
+    let key = SummaryKey {
+        scope: Scope::All,
+        tier: Tier::Minute,
+        index: bucket_of(old),
+    };
+    let stored = f.store.load_summaries(0, &[key]).await.expect("load");
     assert_eq!(stored[0].1.events, 2);
     assert_eq!(stored[0].1.fields["x"].mean, 2.0);
 }
@@ -158,7 +188,13 @@ async fn rebuild_gives_the_rows_incremental_processing_gave() {
     // Events spread over 9 days, in small batches, with the clock moving.
     for i in 0..300i64 {
         let t = T0 - (i * 7_919 * 1_000) % (9 * DAY_MS);
-        f.write(t, (i % 13) as f64 * 1.5 + 0.1).await;
+        let name = if i % 4 == 0 { "b" } else { "raw" };
+        let data = format!(
+            r#"{{"x": {}, "f{}": 1}}"#,
+            (i % 13) as f64 * 1.5 + 0.1,
+            i % 5
+        );
+        f.write_as(name, t, &data).await;
         if i % 37 == 0 {
             worker
                 .step(clock_ms.load(Ordering::SeqCst))
@@ -172,28 +208,21 @@ async fn rebuild_gives_the_rows_incremental_processing_gave() {
     };
     worker.catch_up(&clock).await.expect("catch up");
     let incremental = f.rows().await;
-    assert_eq!(incremental.len(), 5);
-    let rebuilt = rebuild::rebuild(&f.store, &f.store, T0, &mut |_, _| {})
+    assert_eq!(
+        incremental.len(),
+        3 * 7 + 2,
+        "three aggregates, two sources"
+    );
+    let rebuilt = rebuild::rebuild(&f.store, &f.store, DEFAULT_MAX_FIELDS, T0, &mut |_, _| {})
         .await
         .expect("rebuild");
-    assert_eq!(rebuilt.state.checkpoint, 300);
+    assert_eq!(rebuilt.checkpoint, 300);
     assert_eq!(f.rows().await, incremental, "bit-for-bit equal rows");
     drop(worker);
     // The same after a restart from the rebuilt store.
     drop(f.store);
     let store = EmbeddedStore::open(f.dir.path()).expect("reopen");
-    let mut after = Vec::new();
-    for kind in ExposeKind::ALL {
-        after.push(
-            store
-                .view(kind)
-                .await
-                .expect("view")
-                .expect("row")
-                .to_string(),
-        );
-    }
-    assert_eq!(after, incremental);
+    assert_eq!(rows_of(&store).await, incremental);
 }
 
 #[tokio::test]
@@ -212,7 +241,8 @@ async fn run_catches_up_then_stops_with_its_checkpoint_committed() {
         let store = f.store.clone();
         async move {
             for _ in 0..500 {
-                if let Some(doc) = store.view(ExposeKind::DayAverage).await.expect("view") {
+                let row = store.view(&Scope::All, ExposeKind::DayAverage).await;
+                if let Some(doc) = row.expect("view") {
                     let row: serde_json::Value = serde_json::from_str(&doc).expect("json");
                     if row["count"] == n {
                         return;
@@ -228,7 +258,7 @@ async fn run_catches_up_then_stops_with_its_checkpoint_committed() {
     wait_for(51).await;
     stop.send(true).expect("worker listening");
     task.await.expect("run");
-    assert_eq!(f.store.load(0).await.expect("load").checkpoint, 51);
+    assert_eq!(f.store.load().await.expect("load").checkpoint, 51);
 }
 
 #[tokio::test]

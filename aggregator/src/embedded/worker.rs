@@ -1,40 +1,35 @@
 //! The incremental worker.
 
+use super::rebuild::{self, Rebuilt};
+use super::{fold_batch, invalidate, render, BATCH};
 use crate::control::RebuildRequests;
-use crate::rebuild::{self, Rebuilt};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use sygno_shared::domain::aggregates::{Aggregates, Applied, Latest};
-use sygno_shared::domain::event::LoggedEvent;
 use sygno_shared::domain::expose::ExposeKind;
-use sygno_shared::domain::series::{Series, Summary};
-use sygno_shared::domain::time::{bucket_of, window_end, Millis, WEEK_MS};
+use sygno_shared::domain::fold::{Scope, ScopeState};
+use sygno_shared::domain::time::{window_end, Millis};
+use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::{AggregateCommit, AggregateStore, ChangeFeed, Result};
-use sygno_shared::views::{render_latest, render_window};
 use tokio::sync::watch;
-
-/// Events read from the feed per step.
-pub const BATCH: usize = 4096;
 
 /// Milliseconds since the epoch, now. Injected so tests can move time.
 pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
 
-/// The first bucket held in memory for windows ending at `end`: the start
-/// of the longest window. Older buckets stay in storage and are read back
-/// only when a late event lands in one.
-pub fn horizon(end: Millis) -> i64 {
-    bucket_of(end - WEEK_MS)
-}
-
 /// Folds the change feed into the aggregate store, one batch per step.
 pub struct Worker {
-    state: Aggregates,
     feed: Arc<dyn ChangeFeed>,
     store: Arc<dyn AggregateStore>,
+    /// `SYGNO_MAX_FIELDS`: distinct fields per aggregate and window.
+    max_fields: usize,
+    checkpoint: u64,
+    generation: u64,
+    scopes: BTreeMap<Scope, ScopeState>,
+    caches: HashMap<Scope, WindowCache>,
     /// Where the committed window rows end; `None` before the first commit.
     published_end: Option<Millis>,
     /// The latest time seen: windows never move back, even if the clock
-    /// does, since buckets before the horizon are no longer in memory.
+    /// does.
     latest_now: Millis,
     /// Set after a failed commit: memory is ahead of storage until reloaded.
     needs_reload: bool,
@@ -43,7 +38,9 @@ pub struct Worker {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("checkpoint", &self.state.checkpoint)
+            .field("checkpoint", &self.checkpoint)
+            .field("generation", &self.generation)
+            .field("scopes", &self.scopes.len())
             .field("published_end", &self.published_end)
             .finish_non_exhaustive()
     }
@@ -54,22 +51,44 @@ impl Worker {
     pub async fn start(
         feed: Arc<dyn ChangeFeed>,
         store: Arc<dyn AggregateStore>,
+        max_fields: usize,
         now: Millis,
     ) -> Result<Self> {
-        let state = load_state(store.as_ref(), now).await?;
-        Ok(Worker {
-            state,
+        let mut worker = Worker {
             feed,
             store,
+            max_fields,
+            checkpoint: 0,
+            generation: 0,
+            scopes: BTreeMap::new(),
+            caches: HashMap::new(),
             published_end: None,
             latest_now: now,
-            needs_reload: false,
-        })
+            needs_reload: true,
+        };
+        worker.reload().await?;
+        Ok(worker)
+    }
+
+    async fn reload(&mut self) -> Result<()> {
+        let stored = self.store.load().await?;
+        self.checkpoint = stored.checkpoint;
+        self.generation = stored.generation;
+        self.scopes = stored.scopes;
+        self.caches.clear();
+        self.published_end = None;
+        self.needs_reload = false;
+        Ok(())
     }
 
     /// Sequence number of the last event committed.
     pub fn checkpoint(&self) -> u64 {
-        self.state.checkpoint
+        self.checkpoint
+    }
+
+    /// Aggregates known: all events and every source seen.
+    pub fn scopes(&self) -> usize {
+        self.scopes.len()
     }
 
     /// Applies the next batch of the feed and commits it with its rows and
@@ -79,41 +98,79 @@ impl Worker {
         let now = now.max(self.latest_now);
         self.latest_now = now;
         if self.needs_reload {
-            self.state = load_state(self.store.as_ref(), now).await?;
-            self.published_end = None;
-            self.needs_reload = false;
+            self.reload().await?;
         }
-        let events = self.feed.read_after(self.state.checkpoint, BATCH).await?;
+        let events = self.feed.read_after(self.checkpoint, BATCH).await?;
         let end = window_end(now);
         if events.is_empty() && self.published_end == Some(end) {
             return Ok(0);
         }
-        let horizon = horizon(end);
-        let cold = self.state.buckets_to_load(&events, horizon);
-        if !cold.is_empty() {
-            for (bucket, summary) in self.store.load_buckets(&cold).await? {
-                self.state.series.load(bucket, summary);
-            }
-        }
-        let expected = self.state.checkpoint;
-        apply_all(&mut self.state, &events);
-        let latest = self.state.take_latest_change().cloned();
-        let views = render_rows(&mut self.state, end, latest.as_ref());
-        let commit = AggregateCommit {
-            expected_checkpoint: Some(expected),
-            checkpoint: self.state.checkpoint,
-            replace_all: false,
-            buckets: self.state.series.take_dirty(),
-            latest,
-            views,
-        };
-        if let Err(e) = self.store.commit(commit).await {
+        let result = self.commit_step(&events, end).await;
+        if result.is_err() {
             self.needs_reload = true;
-            return Err(e);
         }
+        result.map(|()| events.len())
+    }
+
+    async fn commit_step(
+        &mut self,
+        events: &[sygno_shared::domain::event::LoggedEvent],
+        end: Millis,
+    ) -> Result<()> {
+        let folded = fold_batch(
+            self.store.as_ref(),
+            self.generation,
+            &self.scopes,
+            events,
+            self.max_fields,
+        )
+        .await?;
+        invalidate(&mut self.caches, folded.batch.summaries.keys());
+        // The windows moved: every aggregate's rows; else the touched ones.
+        let rolled = self.published_end != Some(end);
+        let mut to_render: Vec<(&Scope, &ScopeState)> = folded.batch.scopes.iter().collect();
+        if rolled {
+            to_render.extend(
+                self.scopes
+                    .iter()
+                    .filter(|(scope, _)| !folded.batch.scopes.contains_key(*scope)),
+            );
+        }
+        let rendered = render(
+            self.store.as_ref(),
+            self.generation,
+            &to_render,
+            &folded.batch.summaries,
+            &mut self.caches,
+            end,
+        )
+        .await?;
+        let mut views = rendered.views;
+        for (scope, doc) in folded.latest {
+            views.push((scope, ExposeKind::Latest, doc));
+        }
+        let checkpoint = events.last().map_or(self.checkpoint, |e| e.seq);
+        let batch = folded.batch;
+        self.store
+            .commit(AggregateCommit {
+                expected_checkpoint: Some(self.checkpoint),
+                checkpoint: Some(checkpoint),
+                generation: self.generation,
+                switch: false,
+                summaries: batch.summaries.into_iter().collect(),
+                scopes: batch
+                    .scopes
+                    .iter()
+                    .map(|(s, st)| (s.clone(), st.clone()))
+                    .collect(),
+                views,
+                sources: rendered.sources,
+            })
+            .await?;
+        self.scopes.extend(batch.scopes);
+        self.checkpoint = checkpoint;
         self.published_end = Some(end);
-        self.state.series.evict_before(horizon);
-        Ok(events.len())
+        Ok(())
     }
 
     /// Steps until the feed is exhausted. Returns the events applied.
@@ -129,64 +186,14 @@ impl Worker {
     }
 
     fn adopt(&mut self, rebuilt: Rebuilt) {
-        self.state = rebuilt.state;
+        self.checkpoint = rebuilt.checkpoint;
+        self.generation = rebuilt.generation;
+        self.scopes = rebuilt.scopes;
+        self.caches = rebuilt.caches;
         self.published_end = Some(rebuilt.window_end);
         self.latest_now = self.latest_now.max(rebuilt.window_end - 1);
         self.needs_reload = false;
     }
-}
-
-/// Applies events in order, logging any whose data cannot be read.
-pub(crate) fn apply_all(state: &mut Aggregates, events: &[LoggedEvent]) {
-    for event in events {
-        if state.apply(event) == Applied::Unreadable {
-            tracing::warn!(
-                seq = event.seq,
-                "event data could not be read; counted without fields"
-            );
-        }
-    }
-}
-
-/// The four window rows ending at `end`, and the `latest` row when given.
-pub(crate) fn render_rows(
-    state: &mut Aggregates,
-    end: Millis,
-    latest: Option<&Latest>,
-) -> Vec<(ExposeKind, String)> {
-    render_rows_with(end, latest, |span| state.window(end, span))
-}
-
-/// `render_rows` over any source of window summaries: `window(span)` is
-/// the summary of `[end - span, end)`.
-pub fn render_rows_with(
-    end: Millis,
-    latest: Option<&Latest>,
-    mut window: impl FnMut(Millis) -> Summary,
-) -> Vec<(ExposeKind, String)> {
-    let mut views = Vec::with_capacity(5);
-    if let Some(latest) = latest {
-        views.push((ExposeKind::Latest, render_latest(latest)));
-    }
-    for (average, devt) in [
-        (ExposeKind::DayAverage, ExposeKind::DayDevt),
-        (ExposeKind::WeekAverage, ExposeKind::WeekDevt),
-    ] {
-        let span = average.span().unwrap_or_default();
-        let summary = window(span);
-        views.push((average, render_window(average, end, &summary)));
-        views.push((devt, render_window(devt, end, &summary)));
-    }
-    views
-}
-
-async fn load_state(store: &dyn AggregateStore, now: Millis) -> Result<Aggregates> {
-    let stored = store.load(horizon(window_end(now))).await?;
-    let mut series = Series::default();
-    for (bucket, summary) in stored.buckets {
-        series.load(bucket, summary);
-    }
-    Ok(Aggregates::new(stored.checkpoint, stored.latest, series))
 }
 
 /// Runs the worker until `stop` turns true: catches up at start, then
@@ -223,6 +230,7 @@ pub async fn run(
                 let outcome = rebuild::rebuild_with_status(
                     worker.feed.as_ref(),
                     worker.store.as_ref(),
+                    worker.max_fields,
                     requests.status(),
                     &clock,
                 ).await;

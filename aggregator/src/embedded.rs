@@ -1,0 +1,176 @@
+//! The aggregator on the embedded store: the log's change feed folded, in
+//! sequence order, into the minute and hour summaries of every aggregate.
+//!
+//! # Layout
+//! - [`worker`]: [`Worker::step`] folds one batch of the feed and commits
+//!   its summaries, scope states, rows and checkpoint in one transaction;
+//!   [`worker::run`] drives steps from change notifications and the clock.
+//! - [`rebuild`]: every aggregate folded again from the whole log into a
+//!   new generation, switched to in one transaction.
+//! - here: what both do per batch ([`fold_batch`]) and per render
+//!   ([`render`]).
+//!
+//! # Memory
+//! Nothing is held per minute or per hour between batches: a batch reads
+//! the summaries its events land in, and rendering reads the windows'
+//! pieces through each aggregate's [`WindowCache`], which keeps one fold
+//! per piece (about five summaries per aggregate). What stays in memory is
+//! the scope states (counts, `latest`'s key, the field limit: at most a
+//! few tens of KB per aggregate) and those folds.
+
+pub mod rebuild;
+pub mod worker;
+
+pub use worker::{Clock, Worker};
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use sygno_shared::domain::event::LoggedEvent;
+use sygno_shared::domain::expose::ExposeKind;
+use sygno_shared::domain::fold::{fold, keys_of, Batch, Scope, ScopeState, SummaryKey};
+use sygno_shared::domain::summary::Summary;
+use sygno_shared::domain::tiers::Tier;
+use sygno_shared::domain::time::{Millis, DAY_MS, WEEK_MS};
+use sygno_shared::domain::window::WindowCache;
+use sygno_shared::store::{AggregateStore, Result};
+use sygno_shared::views::{render_latest, render_source, render_windows};
+
+/// Events read from the feed per step.
+pub const BATCH: usize = 4096;
+
+/// A batch folded: the touched scope states and summaries (whole, ready
+/// to store) and the new `latest` rows.
+#[derive(Debug, Default)]
+pub(crate) struct FoldedBatch {
+    pub(crate) batch: Batch,
+    pub(crate) latest: BTreeMap<Scope, String>,
+}
+
+/// Folds `events` (in sequence order) into the summaries of `generation`,
+/// read from `store`, and the scope states in `scopes`.
+pub(crate) async fn fold_batch(
+    store: &dyn AggregateStore,
+    generation: u64,
+    scopes: &BTreeMap<Scope, ScopeState>,
+    events: &[LoggedEvent],
+    max_fields: usize,
+) -> Result<FoldedBatch> {
+    let keys = keys_of(events.iter().map(LoggedEvent::as_ref));
+    let mut batch = Batch {
+        summaries: store
+            .load_summaries(generation, &keys)
+            .await?
+            .into_iter()
+            .collect(),
+        ..Batch::default()
+    };
+    for key in &keys {
+        if !batch.scopes.contains_key(&key.scope) {
+            let state = scopes.get(&key.scope).cloned().unwrap_or_default();
+            batch.scopes.insert(key.scope.clone(), state);
+        }
+    }
+    let mut latest = BTreeMap::new();
+    for event in events {
+        let folded = fold(&mut batch, &event.as_ref(), max_fields);
+        if folded.unreadable {
+            tracing::warn!(
+                seq = event.seq,
+                "event data could not be read; counted without fields"
+            );
+        }
+        for scope in folded.first_drop {
+            tracing::warn!(
+                source = scope.name().unwrap_or("(all events)"),
+                max_fields,
+                "an aggregate reached its field limit: further new fields are not aggregated"
+            );
+        }
+        if !folded.latest_of.is_empty() {
+            let doc = render_latest(&event.as_ref());
+            for scope in folded.latest_of {
+                latest.insert(scope, doc.clone());
+            }
+        }
+    }
+    Ok(FoldedBatch { batch, latest })
+}
+
+/// Rendered rows and `sources` entries.
+#[derive(Debug, Default)]
+pub(crate) struct Rendered {
+    pub(crate) views: Vec<(Scope, ExposeKind, String)>,
+    pub(crate) sources: Vec<(String, String)>,
+}
+
+/// Renders the window rows (and `sources` entries) of `scopes`, windows
+/// ending at `end`, from `generation`'s stored summaries with `fresh` (a
+/// batch's summaries, not yet stored) laid over them. `caches` must have
+/// been told of every summary changed since their last use.
+pub(crate) async fn render(
+    store: &dyn AggregateStore,
+    generation: u64,
+    scopes: &[(&Scope, &ScopeState)],
+    fresh: &BTreeMap<SummaryKey, Summary>,
+    caches: &mut HashMap<Scope, WindowCache>,
+    end: Millis,
+) -> Result<Rendered> {
+    let spans = [DAY_MS, WEEK_MS];
+    let mut reads: Vec<(Scope, Tier, Range<i64>)> = Vec::new();
+    for (scope, _) in scopes {
+        let cache = caches.entry((*scope).clone()).or_default();
+        for span in spans {
+            for (tier, range) in cache.reads(end, span) {
+                reads.push(((*scope).clone(), tier, range));
+            }
+        }
+    }
+    let mut stored: BTreeMap<SummaryKey, Summary> = store
+        .load_ranges(generation, &reads)
+        .await?
+        .into_iter()
+        .collect();
+    for (key, summary) in fresh {
+        stored.insert(key.clone(), summary.clone());
+    }
+    let mut out = Rendered::default();
+    for (scope, state) in scopes {
+        let cache = caches.entry((*scope).clone()).or_default();
+        let windows = spans.map(|span| {
+            cache.fold(end, span, &mut |tier, range: Range<i64>| {
+                let from = SummaryKey {
+                    scope: (*scope).clone(),
+                    tier,
+                    index: range.start,
+                };
+                let to = SummaryKey {
+                    scope: (*scope).clone(),
+                    tier,
+                    index: range.end,
+                };
+                stored.range(from..to).map(|(_, s)| s)
+            })
+        });
+        cache.retain_used();
+        for (kind, doc) in render_windows(end, &windows, state.fields.dropped()) {
+            out.views.push(((*scope).clone(), kind, doc));
+        }
+        if let Some(name) = scope.name() {
+            out.sources
+                .push((name.to_owned(), render_source(name, state, &windows[1])));
+        }
+    }
+    Ok(out)
+}
+
+/// Tells `caches` of every summary in `changed`.
+pub(crate) fn invalidate<'a>(
+    caches: &mut HashMap<Scope, WindowCache>,
+    changed: impl IntoIterator<Item = &'a SummaryKey>,
+) {
+    for key in changed {
+        if let Some(cache) = caches.get_mut(&key.scope) {
+            cache.invalidate(key.tier, key.index);
+        }
+    }
+}
