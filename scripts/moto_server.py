@@ -16,13 +16,20 @@ DynamoDB guarantees Sygno's tests rely on. Usage:
    requests serialized nothing can fail halfway, and moto's snapshot (a
    deep copy of the whole table and its stream, per transaction) would
    make every commit cost as much as the table is large.
+3. Size limits, as DynamoDB enforces them (moto checks only some paths):
+   an item is at most 400 KB (attribute names plus values, "Item sizes" in
+   the developer guide; see ITEM_LIMIT); a PutItem of a larger one is a
+   ValidationException, and a TransactWriteItems holding one is cancelled
+   whole with the reason ValidationError for that item; the items of one
+   transaction add up to at most 4 MB, else a ValidationException and
+   nothing is written.
 """
 
 import threading
 
 import moto.server as server
 from moto.dynamodb.comparisons import get_filter_expression
-from moto.dynamodb.exceptions import TransactionCanceledException
+from moto.dynamodb.exceptions import MockValidationException, TransactionCanceledException
 from moto.dynamodb.models import DynamoDBBackend
 
 _lock = threading.Lock()
@@ -37,10 +44,70 @@ class SerializedDispatcher(_Dispatcher):
             return list(super().__call__(environ, start_response))
 
 
+# DynamoDB takes items up to 400 KB (409,600 bytes); moto itself refuses
+# some writes from 405,000 bytes on. The stricter of the two, so that a
+# transaction the checks below pass cannot fail halfway inside moto.
+ITEM_LIMIT = 405_000
+TRANSACTION_LIMIT = 4 * 1024 * 1024
+
+
+def value_size(value):
+    """Bytes DynamoDB counts for one attribute value in its JSON form."""
+    (kind, inner), = value.items()
+    if kind == "S":
+        return len(inner.encode())
+    if kind == "N":
+        digits = inner.lstrip("-").replace(".", "").lstrip("0") or "0"
+        return (len(digits) + 1) // 2 + 1
+    if kind == "B":
+        # Base64 text as sent, or bytes where moto decoded it already.
+        return len(inner) if isinstance(inner, bytes) else len(inner) * 3 // 4
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "L":
+        return 3 + sum(1 + value_size(v) for v in inner)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode()) + value_size(v) for k, v in inner.items())
+    if kind in ("SS", "NS", "BS"):
+        return sum(value_size({kind[0]: v}) for v in inner)
+    return 0
+
+
+def item_size(attrs):
+    return sum(len(name.encode()) + value_size(v) for name, v in attrs.items())
+
+
+def too_large():
+    return MockValidationException("Item size has exceeded the maximum allowed size")
+
+
+_put_item = DynamoDBBackend.put_item
+
+
+def _checked_put_item(self, table_name, item_attrs, *args, **kwargs):
+    if item_size(item_attrs) > ITEM_LIMIT:
+        raise too_large()
+    return _put_item(self, table_name, item_attrs, *args, **kwargs)
+
+
 _transact_write_items = DynamoDBBackend.transact_write_items
 
 
 def _checked_transact_write_items(self, transact_items):
+    sizes = [item_size(next(iter(e.values())).get("Item", {})) for e in transact_items]
+    if sum(sizes) > TRANSACTION_LIMIT:
+        raise MockValidationException(
+            "Transaction request cannot be larger than 4 MB"
+        )
+    if any(size > ITEM_LIMIT for size in sizes):
+        raise TransactionCanceledException(
+            [
+                ("ValidationError", "Item size has exceeded the maximum allowed size", None)
+                if size > ITEM_LIMIT
+                else (None, None, None)
+                for size in sizes
+            ]
+        )
     reasons = []
     for entry in transact_items:
         _, op = next(iter(entry.items()))
@@ -71,11 +138,12 @@ def _checked_transact_write_items(self, transact_items):
     if len(ops) > 100 or any(kind != "Put" for kind, _ in ops):
         return _transact_write_items(self, transact_items)
     for _, op in ops:
-        self.put_item(op["TableName"], op["Item"])
+        _put_item(self, op["TableName"], op["Item"])
 
 
 server.DomainDispatcherApplication = SerializedDispatcher
 DynamoDBBackend.transact_write_items = _checked_transact_write_items
+DynamoDBBackend.put_item = _checked_put_item
 
 if __name__ == "__main__":
     server.main()

@@ -130,8 +130,7 @@ pub fn plan(
         for generation in targets {
             let batch = plan.batches.entry(generation).or_default();
             for scope in Scope::of_event(&event.item.name) {
-                if let std::collections::btree_map::Entry::Vacant(entry) =
-                    batch.scopes.entry(scope)
+                if let std::collections::btree_map::Entry::Vacant(entry) = batch.scopes.entry(scope)
                 {
                     let stored = scopes.get(&(generation, entry.key().clone()));
                     entry.insert(stored.cloned().unwrap_or_default());

@@ -352,22 +352,11 @@ impl EventLog for DynamoStore {
 
 #[async_trait]
 impl ViewStore for DynamoStore {
-    /// One eventually consistent `GetItem`.
+    /// One eventually consistent `GetItem` (and a `BatchGetItem` for the
+    /// rest of a row too large for one item).
     async fn view(&self, scope: &Scope, kind: ExposeKind) -> Result<Option<Arc<str>>> {
-        let got = self
-            .client
-            .get_item()
-            .table_name(&*self.table)
-            .key(PK, s(ROWS_KEY))
-            .key(SK, s(state::view_sk(scope, kind)))
-            .projection_expression("doc")
-            .send()
-            .await
-            .map_err(unavailable)?;
-        match got.item {
-            Some(item) => Ok(Some(Arc::from(get_s(&item, "doc")?))),
-            None => Ok(None),
-        }
+        let doc = self.read_row(&state::view_sk(scope, kind)).await?;
+        Ok(doc.map(Arc::from))
     }
 
     /// One paged `Query` of the `sources` entries.

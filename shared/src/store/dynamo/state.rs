@@ -217,10 +217,7 @@ fn scope_item_of(item: &Item) -> Result<ScopeItem> {
     };
     let state = codec::decode_scope(get_s(item, "state")?, &limit)
         .map_err(|e| StoreError::Corrupt(format!("scope state: {e}")))?;
-    let latest = item
-        .get("latest")
-        .and_then(|v| v.as_s().ok())
-        .cloned();
+    let latest = item.get("latest").and_then(|v| v.as_s().ok()).cloned();
     Ok(ScopeItem { state, latest })
 }
 
@@ -228,7 +225,7 @@ fn scope_item_of(item: &Item) -> Result<ScopeItem> {
 /// (`Conflict`: read again and retry), DynamoDB refused it for what it is
 /// (`Rejected`: retrying cannot help), or the service failed or throttled
 /// (`Unavailable`: retry later).
-fn classify_transaction(error: TransactWriteItemsError) -> StoreError {
+pub(crate) fn classify_transaction(error: TransactWriteItemsError) -> StoreError {
     match error {
         TransactWriteItemsError::TransactionCanceledException(cancelled) => {
             let codes: Vec<String> = cancelled
@@ -269,6 +266,160 @@ fn is_validation(error: &TransactWriteItemsError) -> bool {
 
 fn summary_of(item: &Item) -> Result<Summary> {
     decode_summary(get_s(item, SUMMARY)?).map_err(|e| StoreError::Corrupt(format!("summary: {e}")))
+}
+
+/// The largest payload (a summary's JSON, a row's text) one item carries:
+/// DynamoDB takes 400 KB per item, and the rest of an item (keys, version,
+/// chunk count) is under 1 KB.
+pub const MAX_CHUNK_BYTES: usize = 300 * 1024;
+/// DynamoDB's limits: an item, and the items of one transaction together
+/// (with a margin for what this estimate leaves out).
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+pub const MAX_TRANSACTION_BYTES: usize = 4_000_000;
+
+const CHUNKS: &str = "chunks";
+const VERSION: &str = "version";
+
+/// The `sk` of chunk `chunk` of a summary: the index for chunk 0, then
+/// `<index>#01`, `<index>#02`...
+fn chunk_sk(index: i64, chunk: usize) -> String {
+    if chunk == 0 {
+        index_sk(index)
+    } else {
+        format!("{}#{chunk:02}", index_sk(index))
+    }
+}
+
+fn parse_chunk_sk(sk: &str) -> Result<(i64, usize)> {
+    match sk.split_once('#') {
+        None => Ok((index_of(sk)?, 0)),
+        Some((index, chunk)) => Ok((
+            index_of(index)?,
+            chunk
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("bad chunk key {sk}")))?,
+        )),
+    }
+}
+
+/// The `sk` of chunk `chunk` of the row at `sk`.
+fn row_chunk_sk(sk: &str, chunk: usize) -> String {
+    if chunk == 0 {
+        sk.to_owned()
+    } else {
+        format!("{sk}#{chunk:02}")
+    }
+}
+
+fn chunk_count(item: &Item) -> Result<usize> {
+    match item.get(CHUNKS) {
+        None => Ok(1),
+        Some(_) => usize::try_from(get_n(item, CHUNKS)?)
+            .ok()
+            .filter(|c| *c >= 1)
+            .ok_or_else(|| StoreError::Corrupt("bad chunk count".into())),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("an item changed while its chunks were read")]
+struct Torn;
+
+fn torn_error() -> Torn {
+    Torn
+}
+
+/// A summary read across two commits: the reader retries (a conflict).
+fn torn() -> StoreError {
+    StoreError::Conflict("a summary changed while its chunks were read".into())
+}
+
+/// A summary's chunks, `parts[0]` first: the union of their fields (each
+/// field is in one chunk), all written by one commit.
+fn join_summary(parts: &[Item]) -> Result<Summary> {
+    let Some(first) = parts.first() else {
+        return Err(torn());
+    };
+    let expected = chunk_count(first)?;
+    if parts.len() < expected {
+        return Err(torn());
+    }
+    let version = first.get(VERSION);
+    let mut summary = summary_of(first)?;
+    for part in &parts[1..expected] {
+        if part.get(VERSION) != version {
+            return Err(torn());
+        }
+        let more = summary_of(part)?;
+        summary.events += more.events;
+        summary.fields.extend(more.fields);
+    }
+    Ok(summary)
+}
+
+/// A summary's JSON in pieces of at most [`MAX_CHUNK_BYTES`], split
+/// between fields (the first carries the event count).
+fn summary_chunks(summary: &Summary) -> Vec<String> {
+    let mut chunks: Vec<Summary> = vec![Summary {
+        events: summary.events,
+        ..Summary::default()
+    }];
+    let mut size = 0;
+    for (path, moments) in &summary.fields {
+        // The escaped path, and five numbers of at most 24 characters.
+        let cost = serde_json::to_string(path).map_or(6 * path.len(), |p| p.len()) + 136;
+        if size + cost > MAX_CHUNK_BYTES && size > 0 {
+            chunks.push(Summary::default());
+            size = 0;
+        }
+        if let Some(last) = chunks.last_mut() {
+            last.fields.insert(path.clone(), *moments);
+        }
+        size += cost;
+    }
+    chunks.iter().map(encode_summary).collect()
+}
+
+/// A row's text in pieces of at most [`MAX_CHUNK_BYTES`], cut between
+/// characters.
+fn text_chunks(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > MAX_CHUNK_BYTES {
+        let mut cut = MAX_CHUNK_BYTES;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (head, tail) = rest.split_at(cut);
+        out.push(head);
+        rest = tail;
+    }
+    out.push(rest);
+    out
+}
+
+/// An item's size as DynamoDB counts it (attribute names and values),
+/// closely enough to stay under its limits.
+fn item_bytes(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| name.len() + value_bytes(value))
+        .sum()
+}
+
+fn value_bytes(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(text) => text.len(),
+        AttributeValue::N(number) => number.len() / 2 + 2,
+        AttributeValue::B(blob) => blob.as_ref().len(),
+        AttributeValue::M(map) => {
+            3 + map
+                .iter()
+                .map(|(k, v)| 1 + k.len() + value_bytes(v))
+                .sum::<usize>()
+        }
+        AttributeValue::L(list) => 3 + list.iter().map(|v| 1 + value_bytes(v)).sum::<usize>(),
+        _ => 1,
+    }
 }
 
 fn decode_state(item: &Item) -> Result<AggState> {
@@ -355,19 +506,40 @@ impl DynamoStore {
         &self,
         keys: &[(u64, SummaryKey)],
     ) -> Result<HashMap<(u64, SummaryKey), Summary>> {
+        let partition = |k: &(u64, SummaryKey)| tier_pk(k.0, &k.1.scope, k.1.tier);
         let by_item: HashMap<(String, String), &(u64, SummaryKey)> = keys
             .iter()
-            .map(|k| {
-                let (g, key) = k;
-                ((tier_pk(*g, &key.scope, key.tier), index_sk(key.index)), k)
-            })
+            .map(|k| ((partition(k), index_sk(k.1.index)), k))
             .collect();
-        let mut found = HashMap::with_capacity(keys.len());
+        let mut firsts: HashMap<(u64, SummaryKey), Item> = HashMap::with_capacity(keys.len());
         for item in self.batch_get(by_item.keys().cloned().collect()).await? {
             let key = (get_s(&item, PK)?.to_owned(), get_s(&item, SK)?.to_owned());
             if let Some(key) = by_item.get(&key) {
-                found.insert((*key).clone(), summary_of(&item)?);
+                firsts.insert((*key).clone(), item);
             }
+        }
+        // Summaries written in several items: read the other chunks.
+        let mut rest: Vec<(String, String)> = Vec::new();
+        for (key, first) in &firsts {
+            for chunk in 1..chunk_count(first)? {
+                rest.push((partition(key), chunk_sk(key.1.index, chunk)));
+            }
+        }
+        let mut chunks: HashMap<(String, String), Item> = HashMap::new();
+        if !rest.is_empty() {
+            for item in self.batch_get(rest).await? {
+                let key = (get_s(&item, PK)?.to_owned(), get_s(&item, SK)?.to_owned());
+                chunks.insert(key, item);
+            }
+        }
+        let mut found = HashMap::with_capacity(firsts.len());
+        for (key, first) in firsts {
+            let mut parts = vec![first];
+            for chunk in 1..chunk_count(&parts[0])? {
+                let chunk_key = (partition(&key), chunk_sk(key.1.index, chunk));
+                parts.push(chunks.remove(&chunk_key).ok_or_else(torn)?);
+            }
+            found.insert(key, join_summary(&parts)?);
         }
         Ok(found)
     }
@@ -416,9 +588,17 @@ impl DynamoStore {
     /// Consistent `BatchGetItem`s of `keys` (100 a request), retrying what
     /// the service leaves unprocessed.
     async fn batch_get(&self, keys: Vec<(String, String)>) -> Result<Vec<Item>> {
+        self.batch_get_with(keys, true).await
+    }
+
+    async fn batch_get_with(
+        &self,
+        keys: Vec<(String, String)>,
+        consistent: bool,
+    ) -> Result<Vec<Item>> {
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(100) {
-            let mut request = KeysAndAttributes::builder().consistent_read(true);
+            let mut request = KeysAndAttributes::builder().consistent_read(consistent);
             for (pk, sk) in chunk {
                 request = request.keys(HashMap::from([
                     (PK.to_owned(), s(pk.clone())),
@@ -476,7 +656,8 @@ impl DynamoStore {
             .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
             .expression_attribute_values(":pk", s(tier_pk(generation, scope, tier)))
             .expression_attribute_values(":from", s(index_sk(range.start)))
-            .expression_attribute_values(":to", s(index_sk(range.end - 1)))
+            // Past every chunk of the last index (`#` and digits < `~`).
+            .expression_attribute_values(":to", s(format!("{}#~", index_sk(range.end - 1))))
             .consistent_read(true)
             .into_paginator()
             .items()
@@ -484,10 +665,27 @@ impl DynamoStore {
             .try_collect()
             .await
             .map_err(unavailable)?;
-        items
-            .iter()
-            .map(|item| Ok((index_of(get_s(item, SK)?)?, summary_of(item)?)))
-            .collect()
+        // Items come in key order: each index's chunk 0, then its others.
+        let mut out: Vec<(i64, Summary)> = Vec::new();
+        let mut parts: Vec<Item> = Vec::new();
+        let mut current: Option<i64> = None;
+        for item in items {
+            let (index, chunk) = parse_chunk_sk(get_s(&item, SK)?)?;
+            if chunk == 0 {
+                if let Some(done) = current.take() {
+                    out.push((done, join_summary(&parts)?));
+                }
+                parts.clear();
+                current = Some(index);
+            }
+            if current == Some(index) {
+                parts.push(item);
+            }
+        }
+        if let Some(done) = current {
+            out.push((done, join_summary(&parts)?));
+        }
+        Ok(out)
     }
 
     /// Deletes every summary and scope item of `generation`; returns how
@@ -595,12 +793,6 @@ impl DynamoStore {
     /// [`StoreError::Rejected`] when DynamoDB refuses the transaction for a
     /// reason a retry cannot fix (its size, a validation error).
     pub async fn commit_state(&self, commit: StateCommit<'_>) -> Result<()> {
-        let items = commit.scopes.len() + commit.summaries.len() + 1;
-        if items > MAX_TRANSACTION_ITEMS {
-            return Err(StoreError::Rejected(
-                format!("{items} items in one commit; at most {MAX_TRANSACTION_ITEMS}").into(),
-            ));
-        }
         let expected = commit.state.version.checked_sub(1).ok_or_else(|| {
             StoreError::Conflict("a commit's state version must be at least 1".into())
         })?;
@@ -618,6 +810,7 @@ impl DynamoStore {
                 .put(put.build().map_err(unavailable)?)
                 .build()
         };
+        let mut items_bytes = vec![item_bytes(&encode_state(commit.state))];
         let mut writes = vec![state];
         for ((generation, scope), scope_item) in commit.scopes {
             let mut item = Item::new();
@@ -632,15 +825,44 @@ impl DynamoStore {
             if let Some(latest) = &scope_item.latest {
                 item.insert("latest".into(), s(latest.clone()));
             }
+            items_bytes.push(item_bytes(&item));
             writes.push(self.put_item(item)?);
         }
         for ((generation, key), summary) in commit.summaries {
-            let mut item = Item::new();
-            item.insert(PK.into(), s(tier_pk(*generation, &key.scope, key.tier)));
-            item.insert(SK.into(), s(index_sk(key.index)));
-            item.insert("kind".into(), s("summary"));
-            item.insert(SUMMARY.into(), s(encode_summary(summary)));
-            writes.push(self.put_item(item)?);
+            let chunks = summary_chunks(summary);
+            for (chunk, text) in chunks.iter().enumerate() {
+                let mut item = Item::new();
+                item.insert(PK.into(), s(tier_pk(*generation, &key.scope, key.tier)));
+                item.insert(SK.into(), s(chunk_sk(key.index, chunk)));
+                item.insert("kind".into(), s("summary"));
+                item.insert(VERSION.into(), n(commit.state.version));
+                if chunk == 0 {
+                    item.insert(CHUNKS.into(), n(chunks.len()));
+                }
+                item.insert(SUMMARY.into(), s(text.clone()));
+                items_bytes.push(item_bytes(&item));
+                writes.push(self.put_item(item)?);
+            }
+        }
+        if writes.len() > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::Rejected(
+                format!(
+                    "{} items in one commit; at most {MAX_TRANSACTION_ITEMS}",
+                    writes.len()
+                )
+                .into(),
+            ));
+        }
+        let total: usize = items_bytes.iter().sum();
+        let largest = items_bytes.iter().copied().max().unwrap_or_default();
+        if total > MAX_TRANSACTION_BYTES || largest > MAX_ITEM_BYTES {
+            return Err(StoreError::Rejected(
+                format!(
+                    "a commit of {total} bytes whose largest item is {largest} bytes; \
+                     DynamoDB takes {MAX_TRANSACTION_BYTES} and {MAX_ITEM_BYTES}"
+                )
+                .into(),
+            ));
         }
         let sent = self
             .client
@@ -656,52 +878,105 @@ impl DynamoStore {
     }
 
     /// Writes rendered rows, each conditional on the stored one being of
-    /// a lower version (a newer render wins; losing is not an error).
+    /// a lower version (a newer render wins; losing is not an error). A
+    /// row larger than an item takes several (its chunk 0 last, so that a
+    /// reader finding it finds the others at its version or newer).
     pub async fn write_rows(&self, rows: RowsWrite) -> Result<()> {
         let version = rows.version;
-        let mut items: Vec<Item> = Vec::with_capacity(rows.views.len() + rows.sources.len());
+        let mut docs: Vec<(String, String)> =
+            Vec::with_capacity(rows.views.len() + rows.sources.len());
         for (scope, kind, doc) in rows.views {
-            let mut item = Item::new();
-            item.insert(PK.into(), s(ROWS_KEY));
-            item.insert(SK.into(), s(view_sk(&scope, kind)));
-            item.insert("kind".into(), s("row"));
-            item.insert("doc".into(), s(doc));
-            items.push(item);
+            docs.push((view_sk(&scope, kind), doc));
         }
         for (name, doc) in rows.sources {
-            let mut item = Item::new();
-            item.insert(PK.into(), s(ROWS_KEY));
-            item.insert(SK.into(), s(source_sk(&name)));
-            item.insert("kind".into(), s("row"));
-            item.insert("doc".into(), s(doc));
-            items.push(item);
+            docs.push((source_sk(&name), doc));
         }
-        let puts = items.into_iter().map(|mut item| {
-            item.insert("version".into(), n(version));
-            let put = self
-                .client
-                .put_item()
-                .table_name(&*self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk) OR version < :v")
-                .expression_attribute_values(":v", n(version));
-            async move {
-                match put.send().await {
-                    Ok(_) => Ok(()),
-                    Err(SdkError::ServiceError(e)) => match e.into_err() {
-                        PutItemError::ConditionalCheckFailedException(_) => Ok(()),
-                        other => Err(unavailable(other)),
-                    },
-                    Err(e) => Err(unavailable(e)),
+        let writes = docs.into_iter().map(|(sk, doc)| async move {
+            let chunks = text_chunks(&doc);
+            for (chunk, text) in chunks.iter().enumerate().rev() {
+                let mut item = Item::new();
+                item.insert(PK.into(), s(ROWS_KEY));
+                item.insert(SK.into(), s(row_chunk_sk(&sk, chunk)));
+                item.insert("kind".into(), s("row"));
+                item.insert("doc".into(), s(*text));
+                item.insert(VERSION.into(), n(version));
+                if chunk == 0 {
+                    item.insert(CHUNKS.into(), n(chunks.len()));
                 }
+                self.put_row(item, version).await?;
             }
+            Ok::<(), StoreError>(())
         });
         // A few at a time: rows of many aggregates are many requests.
-        let mut pending = futures::stream::iter(puts).buffer_unordered(8);
+        let mut pending = futures::stream::iter(writes).buffer_unordered(8);
         while let Some(result) = pending.next().await {
             result?;
         }
         Ok(())
+    }
+
+    async fn put_row(&self, item: Item, version: u64) -> Result<()> {
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR version < :v")
+            .expression_attribute_values(":v", n(version))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                PutItemError::ConditionalCheckFailedException(_) => Ok(()),
+                other => Err(unavailable(other)),
+            },
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// A rendered row, reassembled from its chunks (eventually consistent
+    /// reads; a row caught between two writes is read again).
+    pub(crate) async fn read_row(&self, sk: &str) -> Result<Option<String>> {
+        for _ in 0..5 {
+            let got = self
+                .client
+                .get_item()
+                .table_name(&*self.table)
+                .key(PK, s(ROWS_KEY))
+                .key(SK, s(sk))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let Some(first) = got.item else {
+                return Ok(None);
+            };
+            let chunks = chunk_count(&first)?;
+            let mut doc = get_s(&first, "doc")?.to_owned();
+            if chunks == 1 {
+                return Ok(Some(doc));
+            }
+            let version = first.get(VERSION).cloned();
+            let keys = (1..chunks).map(|c| (ROWS_KEY.to_owned(), row_chunk_sk(sk, c)));
+            let mut rest: BTreeMap<String, Item> = BTreeMap::new();
+            for item in self.batch_get_with(keys.collect(), false).await? {
+                rest.insert(get_s(&item, SK)?.to_owned(), item);
+            }
+            let mut whole = true;
+            for c in 1..chunks {
+                match rest.get(&row_chunk_sk(sk, c)) {
+                    Some(item) if item.get(VERSION) == version.as_ref() => {
+                        doc.push_str(get_s(item, "doc")?);
+                    }
+                    _ => whole = false,
+                }
+            }
+            if whole {
+                return Ok(Some(doc));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(StoreError::unavailable(torn_error()))
     }
 
     fn put_item(&self, item: Item) -> Result<TransactWriteItem> {

@@ -355,3 +355,159 @@ async fn the_log_reads_back_shard_by_shard() {
         "40 events spread over {shards_used} shards"
     );
 }
+
+/// A path of `MAX_PATH_BYTES` bytes, unique per `i`.
+fn long_path(i: usize) -> String {
+    let head = format!("field.{i:05}.");
+    let fill = crate::domain::fields::MAX_PATH_BYTES - head.len();
+    format!("{head}{}", "x".repeat(fill))
+}
+
+/// At the limits (2,000 fields of 256-byte paths in one summary, a
+/// 7-day stats row of those), every item stays under DynamoDB's 400 KB
+/// (the test server refuses larger ones, as DynamoDB does) and everything
+/// reads back whole.
+#[tokio::test]
+async fn summaries_and_rows_at_the_limits_are_split_under_the_item_limit() {
+    let Some(store) = store().await else { return };
+    let mut wide = Summary::default();
+    let fields: crate::domain::fields::Fields = (0..2_000)
+        .map(|i| (long_path(i), -1.234_567_890_123_456_7e-300 * i as f64))
+        .collect();
+    wide.record(&fields);
+    wide.record(&fields);
+    let gh = Scope::Source("gh".into());
+    let key = |tier, index| {
+        (
+            3,
+            SummaryKey {
+                scope: gh.clone(),
+                tier,
+                index,
+            },
+        )
+    };
+    let summaries = [
+        (key(Tier::Minute, 10), wide.clone()),
+        (key(Tier::Hour, 0), wide.clone()),
+    ];
+    store
+        .commit_state(StateCommit {
+            state: &AggState {
+                version: 1,
+                ..AggState::default()
+            },
+            scopes: &[],
+            summaries: &summaries,
+        })
+        .await
+        .expect("a commit at the limits");
+    let by_key = store
+        .read_summaries(&[key(Tier::Minute, 10), key(Tier::Hour, 0)])
+        .await
+        .expect("read");
+    assert_eq!(by_key[&key(Tier::Minute, 10)], wide, "bit for bit");
+    let ranged = store
+        .query_summaries(3, &gh, Tier::Minute, 0..60)
+        .await
+        .expect("query");
+    assert_eq!(ranged, vec![(10, wide.clone())]);
+    // A row of about 800 KB.
+    let doc = crate::views::render_window(ExposeKind::WeekStats, 60_000, &wide, 7);
+    assert!(
+        doc.len() > 2 * state::MAX_CHUNK_BYTES,
+        "{} bytes",
+        doc.len()
+    );
+    store
+        .write_rows(RowsWrite {
+            version: 5,
+            views: vec![(gh.clone(), ExposeKind::WeekStats, doc.clone())],
+            sources: vec![],
+        })
+        .await
+        .expect("rows");
+    let read = store.view(&gh, ExposeKind::WeekStats).await.expect("view");
+    assert_eq!(read.as_deref(), Some(doc.as_str()));
+    eprintln!(
+        "at the limits: a summary of {} bytes in {} items, a row of {} bytes in {} items",
+        crate::store::codec::encode_summary(&wide).len(),
+        crate::store::codec::encode_summary(&wide)
+            .len()
+            .div_ceil(state::MAX_CHUNK_BYTES),
+        doc.len(),
+        doc.len().div_ceil(state::MAX_CHUNK_BYTES)
+    );
+}
+
+/// The test server enforces DynamoDB's size limits (scripts/moto_server.py):
+/// a PutItem over 400 KB is refused, a transaction holding one is cancelled
+/// with the reason ValidationError (a `Rejected` commit, never retried as a
+/// conflict), and a transaction over 4 MB is refused whole.
+#[tokio::test]
+async fn the_test_server_refuses_what_dynamodb_refuses() {
+    use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+    let Some(store) = store().await else { return };
+    let item = |sk: &str, bytes: usize| -> Item {
+        HashMap::from([
+            (PK.to_owned(), s("big")),
+            (SK.to_owned(), s(sk)),
+            ("blob".to_owned(), s("x".repeat(bytes))),
+        ])
+    };
+    let put = store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(item("one", 420_000)))
+        .send()
+        .await;
+    assert!(put.is_err(), "an item over 400 KB is refused");
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(item("fits", 390_000)))
+        .send()
+        .await
+        .expect("an item under 400 KB is stored");
+    let transact = |items: Vec<Item>| {
+        let writes: Vec<TransactWriteItem> = items
+            .into_iter()
+            .map(|i| {
+                let put = Put::builder()
+                    .table_name(store.table())
+                    .set_item(Some(i))
+                    .build()
+                    .expect("put");
+                TransactWriteItem::builder().put(put).build()
+            })
+            .collect();
+        store
+            .client()
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+    };
+    let one_big = transact(vec![item("a", 10), item("b", 420_000)]).await;
+    let error =
+        super::state::classify_transaction(one_big.expect_err("cancelled").into_service_error());
+    assert!(matches!(error, StoreError::Rejected(_)), "{error:?}");
+    let too_much = transact((0..11).map(|i| item(&format!("t{i}"), 390_000)).collect()).await;
+    let error =
+        super::state::classify_transaction(too_much.expect_err("over 4 MB").into_service_error());
+    assert!(matches!(error, StoreError::Rejected(_)), "{error:?}");
+    let stored = store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .key(PK, s("big"))
+        .key(SK, s("a"))
+        .send()
+        .await
+        .expect("get");
+    assert!(
+        stored.item.is_none(),
+        "nothing of a refused transaction is written"
+    );
+}
