@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 /// Distinct dropped paths remembered per aggregate. Past this,
 /// `fields_dropped` stops growing (it is then a lower bound) so that a
 /// writer inventing names without end cannot grow the state.
-pub const MAX_DROPPED_TRACKED: usize = 4_000;
+pub const MAX_DROPPED_TRACKED: usize = 10_000;
 
 /// Default of `SYGNO_MAX_FIELDS`.
 pub const DEFAULT_MAX_FIELDS: usize = 2_000;

@@ -8,11 +8,13 @@ use num_traits::{ToPrimitive, Zero};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// An acknowledged event: its time as the server stored it, and its fields.
+/// An acknowledged event: its time as the server stored it, its fields,
+/// and its source.
 #[derive(Clone, Debug)]
 pub(crate) struct Sent {
     pub(crate) event_time: i64,
     pub(crate) fields: BTreeMap<String, f64>,
+    pub(crate) name: String,
 }
 
 fn exact_stats(values: &[f64]) -> (f64, Option<f64>) {
@@ -42,9 +44,48 @@ pub(crate) fn in_window(events: &[Sent], start: i64, end: i64) -> Vec<&Sent> {
         .collect()
 }
 
+/// What a window row reports per field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stat {
+    Mean,
+    Devt,
+    /// `count`, `mean`, `std`, `min`, `max` (the `_stats` types).
+    All,
+}
+
+/// Every window type: name, span, what it reports.
+pub(crate) const WINDOW_TYPES: [(&str, i64, Stat); 6] = [
+    ("24h_average", 86_400_000, Stat::Mean),
+    ("24h_devt", 86_400_000, Stat::Devt),
+    ("24h_stats", 86_400_000, Stat::All),
+    ("7d_average", 604_800_000, Stat::Mean),
+    ("7d_devt", 604_800_000, Stat::Devt),
+    ("7d_stats", 604_800_000, Stat::All),
+];
+
+#[track_caller]
+fn check_close(name: &str, got: &Value, want: Option<f64>, tolerance: f64) {
+    match (got.as_f64(), want) {
+        (Some(g), Some(w)) => assert!((g - w).abs() <= tolerance, "{name}: {g} vs exact {w}"),
+        (None, None) => assert!(got.is_null(), "{name}: {got}"),
+        other => panic!("{name}: value presence differs: {other:?}"),
+    }
+}
+
 /// Asserts a window row against the exact statistics of `events`.
 #[track_caller]
 pub(crate) fn check_window(row: &Value, events: &[Sent], span_ms: i64, devt: bool) {
+    check_window_stat(
+        row,
+        events,
+        span_ms,
+        if devt { Stat::Devt } else { Stat::Mean },
+    );
+}
+
+/// Asserts a window row of any type against the exact statistics.
+#[track_caller]
+pub(crate) fn check_window_stat(row: &Value, events: &[Sent], span_ms: i64, stat: Stat) {
     let start = parse_ms(&row["window_start"]);
     let end = parse_ms(&row["window_end"]);
     assert_eq!(end - start, span_ms, "window length: {row}");
@@ -76,14 +117,19 @@ pub(crate) fn check_window(row: &Value, events: &[Sent], span_ms: i64, devt: boo
         );
         let (mean, std) = exact_stats(&values);
         let scale = mean.abs().max(std.unwrap_or(0.0));
-        let want = if devt { std } else { Some(mean) };
-        match (got["value"].as_f64(), want) {
-            (Some(g), Some(w)) => {
-                let tolerance = 1e-9 * if devt { w } else { scale };
-                assert!((g - w).abs() <= tolerance, "{name}: {g} vs exact {w}");
+        let std_tolerance = 1e-9 * std.unwrap_or(0.0);
+        match stat {
+            Stat::Mean => check_close(name, &got["value"], Some(mean), 1e-9 * scale),
+            Stat::Devt => check_close(name, &got["value"], std, std_tolerance),
+            Stat::All => {
+                check_close(name, &got["mean"], Some(mean), 1e-9 * scale);
+                check_close(name, &got["std"], std, std_tolerance);
+                let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                assert_eq!(got["min"].as_f64(), Some(min), "{name} min");
+                assert_eq!(got["max"].as_f64(), Some(max), "{name} max");
+                assert_eq!(row["fields_dropped"], 0, "{name}: nothing dropped");
             }
-            (None, None) => assert!(got["value"].is_null()),
-            other => panic!("{name}: value presence differs: {other:?}"),
         }
     }
 }
@@ -197,9 +243,20 @@ pub(crate) async fn write_all(
                 let Some((body, fields)) = next else { break };
                 let (status, answer) = api.write_raw(&body, None).await;
                 assert_eq!(status, 200, "{answer}");
+                // The source: `name`, or a climate computer table's own.
+                let table_name = body["data"]["rows"]
+                    .is_array()
+                    .then(|| body["data"]["name"].as_str())
+                    .flatten();
+                let name = body["name"]
+                    .as_str()
+                    .or(table_name)
+                    .unwrap_or("raw")
+                    .to_owned();
                 sent.push(Sent {
                     event_time: parse_ms(&answer["data"]["event_time"]),
                     fields,
+                    name,
                 });
             }
             sent

@@ -282,6 +282,30 @@ impl Api {
         .await
     }
 
+    /// `expose` of one source's aggregate.
+    pub(crate) async fn expose_source(&self, kind: &str, name: &str) -> (u16, Value) {
+        self.post(
+            "/source/expose",
+            &self.keys.read,
+            &json!({ "type": kind, "name": name }),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /source/sources`.
+    pub(crate) async fn sources(&self) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}/source/sources", self.base))
+            .header("x-api-key", &self.keys.read)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
     pub(crate) async fn expose_text(&self, kind: &str) -> String {
         self.client
             .post(format!("{}/source/expose", self.base))

@@ -11,3 +11,4 @@ mod helpers;
 mod idempotency;
 mod infra;
 mod rebuild;
+mod sources;
