@@ -717,3 +717,53 @@ async fn one_commit_over_a_week_of_twenty_fields() {
     }
     assert_eq!(stored.len(), 2, "all events and the one source");
 }
+
+/// Contract v2 bounds through the Lambda handler: 20 events of 500 new
+/// field names each, then a small one, in the batches Lambda makes: no
+/// failure, the small event is `latest`, and the field limit keeps 2,000
+/// fields and counts the rest as dropped.
+#[tokio::test]
+async fn wide_events_never_stall_the_stream_aggregator() {
+    let Some((store, _)) = fresh_store("sygno-agg-wide").await else {
+        return;
+    };
+    let agg = aggregator(&store);
+    let wide = (0..20).map(|i| {
+        let fields: Vec<String> = (0..500)
+            .map(|f| format!(r#""w{i:02}_{f:03}": {f}"#))
+            .collect();
+        NewEvent {
+            name: "wide".into(),
+            data: format!("{{{}}}", fields.join(",")),
+            event_time: NOW - 10_000 + i as i64,
+            ..new_event(i, NOW - 5_000 + i as i64)
+        }
+    });
+    write(&store, wide).await;
+    let small = NewEvent {
+        name: "wide".into(),
+        data: r#"{"small": 1.5}"#.into(),
+        event_time: NOW - 1_000,
+        ..new_event(99, NOW)
+    };
+    write(&store, [small.clone()]).await;
+    let records = stream_records(&store).await;
+    assert_eq!(records.len(), 21);
+    for chunk in records.chunks(10) {
+        let response = handle(&agg, &batch(chunk), NOW).await;
+        assert!(failures(&response).is_empty(), "{response}");
+    }
+    let wide = Scope::Source("wide".into());
+    let latest = scope_row(&store, &wide, ExposeKind::Latest).await;
+    assert_eq!(latest["event_id"], small.event_id);
+    let stats = scope_row(&store, &wide, ExposeKind::DayStats).await;
+    assert_eq!(stats["count"], 21);
+    assert_eq!(stats["fields"].as_object().map(|f| f.len()), Some(2_000));
+    assert_eq!(stats["fields_dropped"], 8_001);
+    let listed = store.sources().await.expect("sources");
+    let entry: Value = serde_json::from_str(&listed[0]).expect("json");
+    assert_eq!(
+        (entry["fields"].clone(), entry["fields_dropped"].clone()),
+        (json!(2_000), json!(8_001))
+    );
+}

@@ -96,7 +96,30 @@ fn guarded<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(envelope_foreign_errors))
         .layer(CatchPanicLayer::custom(on_panic))
+}
+
+/// An error answered outside the handlers (the API page's file server
+/// under `/docs`) in the envelope too. The handlers' own errors are JSON
+/// already and pass unchanged.
+async fn envelope_foreign_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        axum::http::StatusCode::NOT_FOUND => "not_found",
+        axum::http::StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    let description = status.canonical_reason().unwrap_or("request failed");
+    ApiError::new(status, code, description.to_ascii_lowercase()).into_response()
 }
 
 /// Now, in milliseconds since the epoch: the shell's clock.

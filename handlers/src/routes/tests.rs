@@ -239,6 +239,18 @@ fn bad_inputs() -> Vec<Bad> {
     let future = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
     let long_name = format!(r#"{{"data": {{}}, "name": "{}"}}"#, "n".repeat(129));
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let fields = |n: usize| {
+        let pairs: Vec<String> = (0..n).map(|i| format!(r#""f{i}": {i}"#)).collect();
+        format!(r#"{{"data": {{{}}}}}"#, pairs.join(","))
+    };
+    let long_path = format!(r#"{{"data": {{"a": {{"{}": 1}}}}}}"#, "p".repeat(255));
+    let docs = |path: &'static str| Call {
+        method: "GET",
+        path,
+        key: None,
+        headers: vec![],
+        body: vec![],
+    };
     vec![
         bad(
             "no key",
@@ -559,6 +571,138 @@ fn bad_inputs() -> Vec<Bad> {
         bad(
             "expose latest before any event",
             post(e, Some(READ), r#"{"type": "latest"}"#),
+            S::NOT_FOUND,
+            "not_found",
+        ),
+        bad(
+            "1,001 numeric fields",
+            post(w, Some(WRITE), fields(1_001)),
+            S::UNPROCESSABLE_ENTITY,
+            "too_many_fields",
+        ),
+        bad(
+            "a field path of 257 bytes",
+            post(w, Some(WRITE), long_path),
+            S::UNPROCESSABLE_ENTITY,
+            "field_path_too_long",
+        ),
+        bad(
+            "two spellings of one path",
+            post(w, Some(WRITE), r#"{"data": {"a.b": 1, "a": {"b": 2}}}"#),
+            S::UNPROCESSABLE_ENTITY,
+            "field_collision",
+        ),
+        bad(
+            "two spellings in a table",
+            post(
+                w,
+                Some(WRITE),
+                r#"{"data": {"rows": [["Variable", "Value"], ["a.b", 1], ["a", {"b": 2}]]}}"#,
+            ),
+            S::UNPROCESSABLE_ENTITY,
+            "field_collision",
+        ),
+        bad(
+            "a number out of the f64 range in data",
+            post(w, Some(WRITE), r#"{"data": {"x": 1e400}}"#),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
+        bad(
+            "a number out of range beats an unknown field",
+            post(w, Some(WRITE), r#"{"data": {}, "extra": -1e999}"#),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
+        bad(
+            "an out-of-range number in name beats its type",
+            post(w, Some(WRITE), r#"{"data": {}, "name": 2e308}"#),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
+        bad(
+            "year 0000",
+            post(
+                w,
+                Some(WRITE),
+                r#"{"data": {}, "event_time": "0000-06-01T00:00:00Z"}"#,
+            ),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        bad(
+            "year 0001 minus an hour, in UTC",
+            post(
+                w,
+                Some(WRITE),
+                r#"{"data": {}, "event_time": "0001-01-01T00:30:00+01:00"}"#,
+            ),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        bad(
+            "expose body an array",
+            post(e, Some(READ), r#"["latest"]"#),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        bad(
+            "expose body a string",
+            post(e, Some(READ), r#""latest""#),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        bad(
+            "expose name a number",
+            post(e, Some(READ), r#"{"type": "latest", "name": 7}"#),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        bad(
+            "expose name empty",
+            post(e, Some(READ), r#"{"type": "latest", "name": ""}"#),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        bad(
+            "expose of a source never written",
+            post(e, Some(READ), r#"{"type": "7d_stats", "name": "nobody"}"#),
+            S::NOT_FOUND,
+            "unknown_source",
+        ),
+        bad(
+            "sources without key",
+            Call {
+                method: "GET",
+                path: "/source/sources",
+                key: None,
+                headers: vec![],
+                body: vec![],
+            },
+            S::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        bad(
+            "sources with the write key",
+            Call {
+                method: "GET",
+                path: "/sygno/sources",
+                key: Some(WRITE),
+                headers: vec![],
+                body: vec![],
+            },
+            S::FORBIDDEN,
+            "forbidden",
+        ),
+        bad(
+            "unknown path under /docs",
+            docs("/docs/no-such-file.js"),
+            S::NOT_FOUND,
+            "not_found",
+        ),
+        bad(
+            "a path under /docs/",
+            docs("/docs/a/b/c"),
             S::NOT_FOUND,
             "not_found",
         ),

@@ -97,11 +97,13 @@ fn each_function_may_do_only_its_job() {
             }
         }
     }
-    // The read function: the rows item only.
+    // The read function: the rows partition only.
     for (actions, resource, leading) in statements(function(&all, "ReadFunction")) {
         for action in &actions {
             match action.as_str() {
-                "dynamodb:GetItem" => assert_eq!(leading, ["rows"]),
+                "dynamodb:GetItem" | "dynamodb:BatchGetItem" | "dynamodb:Query" => {
+                    assert_eq!(leading, ["rows"], "{action} beyond the rows")
+                }
                 "dynamodb:DescribeTable" => assert_eq!(resource, "Table.Arn"),
                 "ssm:GetParameter" => assert!(resource.contains("${ApiKeysParameterName}")),
                 other => panic!("the read function may not {other}"),
@@ -300,6 +302,11 @@ fn every_route_of_the_contract_reaches_its_function() {
         assert!(routes.contains(&(
             "POST".into(),
             format!("{prefix}/expose"),
+            "ReadFunction".into()
+        )));
+        assert!(routes.contains(&(
+            "GET".into(),
+            format!("{prefix}/sources"),
             "ReadFunction".into()
         )));
     }
