@@ -3,7 +3,7 @@
 use super::rebuild::{self, Rebuilt};
 use super::{fold_batch, invalidate, render, BATCH};
 use crate::control::RebuildRequests;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use sygno_shared::domain::expose::ExposeKind;
@@ -15,6 +15,9 @@ use tokio::sync::watch;
 
 /// Milliseconds since the epoch, now. Injected so tests can move time.
 pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// How often window rows are rendered while a backlog is folded.
+pub const RENDER_EVERY_MS: Millis = 1_000;
 
 /// Folds the change feed into the aggregate store, one batch per step.
 pub struct Worker {
@@ -33,6 +36,11 @@ pub struct Worker {
     latest_now: Millis,
     /// Set after a failed commit: memory is ahead of storage until reloaded.
     needs_reload: bool,
+    /// Aggregates folded into but not rendered since (a backlog is folded
+    /// in full batches, rendered at most once a second; see `step`).
+    unrendered: BTreeSet<Scope>,
+    /// When rows were last rendered.
+    rendered_at: Millis,
 }
 
 impl std::fmt::Debug for Worker {
@@ -65,6 +73,8 @@ impl Worker {
             published_end: None,
             latest_now: now,
             needs_reload: true,
+            unrendered: BTreeSet::new(),
+            rendered_at: Millis::MIN,
         };
         worker.reload().await?;
         Ok(worker)
@@ -78,6 +88,7 @@ impl Worker {
         self.caches.clear();
         self.published_end = None;
         self.needs_reload = false;
+        self.unrendered.clear();
         Ok(())
     }
 
@@ -94,6 +105,13 @@ impl Worker {
     /// Applies the next batch of the feed and commits it with its rows and
     /// checkpoint; also commits when only the clock moved the windows.
     /// Returns the number of events read (0: caught up).
+    ///
+    /// Window rows are rendered with every batch except while a backlog is
+    /// folded (a full batch, more behind it), where they are rendered at
+    /// most once a second of `now`: rendering a touched aggregate reads its
+    /// changed window pieces, and a backfill touches old hours of every
+    /// aggregate in every batch. `latest` rows are written with every
+    /// batch, so freshness for the newest event does not wait.
     pub async fn step(&mut self, now: Millis) -> Result<usize> {
         let now = now.max(self.latest_now);
         self.latest_now = now;
@@ -105,7 +123,13 @@ impl Worker {
         if events.is_empty() && self.published_end == Some(end) {
             return Ok(0);
         }
-        let result = self.commit_step(&events, end).await;
+        let render = events.len() < BATCH
+            || self.published_end != Some(end)
+            || now.saturating_sub(self.rendered_at) >= RENDER_EVERY_MS;
+        let result = self.commit_step(&events, end, render).await;
+        if result.is_ok() && render {
+            self.rendered_at = now;
+        }
         if result.is_err() {
             self.needs_reload = true;
         }
@@ -116,6 +140,7 @@ impl Worker {
         &mut self,
         events: &[sygno_shared::domain::event::LoggedEvent],
         end: Millis,
+        render_rows: bool,
     ) -> Result<()> {
         let folded = fold_batch(
             self.store.as_ref(),
@@ -126,25 +151,30 @@ impl Worker {
         )
         .await?;
         invalidate(&mut self.caches, folded.batch.summaries.keys());
-        // The windows moved: every aggregate's rows; else the touched ones.
+        // The windows moved: every aggregate's rows; else the touched ones
+        // and those a backlog left unrendered.
         let rolled = self.published_end != Some(end);
-        let mut to_render: Vec<(&Scope, &ScopeState)> = folded.batch.scopes.iter().collect();
-        if rolled {
-            to_render.extend(
-                self.scopes
-                    .iter()
-                    .filter(|(scope, _)| !folded.batch.scopes.contains_key(*scope)),
-            );
+        let mut to_render: Vec<(&Scope, &ScopeState)> = Vec::new();
+        if render_rows {
+            to_render.extend(folded.batch.scopes.iter());
+            to_render.extend(self.scopes.iter().filter(|(scope, _)| {
+                !folded.batch.scopes.contains_key(*scope)
+                    && (rolled || self.unrendered.contains(*scope))
+            }));
         }
-        let rendered = render(
-            self.store.as_ref(),
-            self.generation,
-            &to_render,
-            &folded.batch.summaries,
-            &mut self.caches,
-            end,
-        )
-        .await?;
+        let rendered = if to_render.is_empty() {
+            super::Rendered::default()
+        } else {
+            render(
+                self.store.as_ref(),
+                self.generation,
+                &to_render,
+                &folded.batch.summaries,
+                &mut self.caches,
+                end,
+            )
+            .await?
+        };
         let mut views = rendered.views;
         for (scope, doc) in folded.latest {
             views.push((scope, ExposeKind::Latest, doc));
@@ -167,9 +197,14 @@ impl Worker {
                 sources: rendered.sources,
             })
             .await?;
+        if render_rows {
+            self.unrendered.clear();
+            self.published_end = Some(end);
+        } else {
+            self.unrendered.extend(batch.scopes.keys().cloned());
+        }
         self.scopes.extend(batch.scopes);
         self.checkpoint = checkpoint;
-        self.published_end = Some(end);
         Ok(())
     }
 

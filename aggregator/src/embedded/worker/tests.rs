@@ -8,7 +8,7 @@ use sygno_shared::domain::tiers::Tier;
 use sygno_shared::domain::time::bucket_of;
 use sygno_shared::domain::time::{DAY_MS, MINUTE_MS};
 use sygno_shared::store::embedded::EmbeddedStore;
-use sygno_shared::store::{EventLog, StoreError, ViewStore};
+use sygno_shared::store::{ChangeFeed, EventLog, StoreError, ViewStore};
 
 const T0: Millis = 1_764_000_000_000;
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -273,4 +273,65 @@ async fn a_clock_stepping_back_never_moves_the_windows_back() {
     // The clock jumps back 10 minutes: rows keep their newest window end.
     worker.step(later - 10 * MINUTE_MS).await.expect("step");
     assert_eq!(f.row(ExposeKind::WeekAverage).await, row);
+}
+
+#[tokio::test]
+async fn a_backlog_is_rendered_once_caught_up_and_latest_goes_on() {
+    let f = fixture();
+    let total = 2 * BATCH + 10;
+    let mut writers = tokio::task::JoinSet::new();
+    for chunk in 0..8 {
+        let store = f.store.clone();
+        writers.spawn(async move {
+            for i in (chunk..total).step_by(8) {
+                store
+                    .append(NewEvent {
+                        event_id: format!("backlog-{i:06}"),
+                        event_time: T0 - 1_000,
+                        received_at: i as Millis,
+                        name: "raw".into(),
+                        user_id: "u".into(),
+                        data: format!(r#"{{"x": {i}}}"#),
+                        idempotency_key: None,
+                    })
+                    .await
+                    .expect("append");
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer");
+    }
+    let mut worker = f.worker(T0).await;
+    // The first batch renders (nothing was published yet).
+    assert_eq!(worker.step(T0).await.expect("step"), BATCH);
+    assert_eq!(f.row(ExposeKind::DayAverage).await["count"], BATCH);
+    // A full batch behind which more wait, in the same second: folded and
+    // committed, `latest` written, window rows left for later.
+    assert_eq!(worker.step(T0 + 10).await.expect("step"), BATCH);
+    assert_eq!(f.row(ExposeKind::DayAverage).await["count"], BATCH);
+    assert_eq!(
+        f.store.load().await.expect("load").checkpoint,
+        2 * BATCH as u64
+    );
+    // latest: of the events folded, the one received last.
+    let folded = f.store.read_after(0, 2 * BATCH).await.expect("read");
+    let newest = folded
+        .iter()
+        .map(|e| e.received_at)
+        .max()
+        .unwrap_or_default();
+    let latest = f.row(ExposeKind::Latest).await;
+    assert_eq!(latest["data"]["x"], newest, "{latest}");
+    // Caught up: every aggregate rendered.
+    assert_eq!(worker.step(T0 + 20).await.expect("step"), 10);
+    assert_eq!(f.row(ExposeKind::DayAverage).await["count"], total);
+    let source = f
+        .store
+        .view(&Scope::Source("raw".into()), ExposeKind::DayStats)
+        .await
+        .expect("view")
+        .expect("row");
+    let source: serde_json::Value = serde_json::from_str(&source).expect("json");
+    assert_eq!(source["count"], total);
 }
