@@ -8,7 +8,7 @@
 //! - [`rebuild`]: every aggregate folded again from the whole log into a
 //!   new generation, switched to in one transaction.
 //! - here: what both do per batch ([`fold_batch`]) and per render
-//!   ([`render`]).
+//!   ([`render`], over `crate::render`).
 //!
 //! # Memory
 //! Nothing is held per minute or per hour between batches: a batch reads
@@ -23,17 +23,15 @@ pub mod worker;
 
 pub use worker::{Clock, Worker};
 
+use crate::render::{self, Rendered, RENDER_CHUNK};
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
 use sygno_shared::domain::event::LoggedEvent;
-use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::{fold, keys_of, Batch, Scope, ScopeState, SummaryKey};
 use sygno_shared::domain::summary::Summary;
-use sygno_shared::domain::tiers::Tier;
-use sygno_shared::domain::time::{Millis, DAY_MS, WEEK_MS};
+use sygno_shared::domain::time::Millis;
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::{AggregateStore, Result};
-use sygno_shared::views::{render_latest, render_source, render_windows};
+use sygno_shared::views::render_latest;
 
 /// Events read from the feed per step.
 pub const BATCH: usize = 4096;
@@ -96,17 +94,11 @@ pub(crate) async fn fold_batch(
     Ok(FoldedBatch { batch, latest })
 }
 
-/// Rendered rows and `sources` entries.
-#[derive(Debug, Default)]
-pub(crate) struct Rendered {
-    pub(crate) views: Vec<(Scope, ExposeKind, String)>,
-    pub(crate) sources: Vec<(String, String)>,
-}
-
 /// Renders the window rows (and `sources` entries) of `scopes`, windows
 /// ending at `end`, from `generation`'s stored summaries with `fresh` (a
-/// batch's summaries, not yet stored) laid over them. `caches` must have
-/// been told of every summary changed since their last use.
+/// batch's summaries, not yet stored) laid over them, a chunk of
+/// aggregates at a time. `caches` must have been told of every summary
+/// changed since their last use.
 pub(crate) async fn render(
     store: &dyn AggregateStore,
     generation: u64,
@@ -115,50 +107,20 @@ pub(crate) async fn render(
     caches: &mut HashMap<Scope, WindowCache>,
     end: Millis,
 ) -> Result<Rendered> {
-    let spans = [DAY_MS, WEEK_MS];
-    let mut reads: Vec<(Scope, Tier, Range<i64>)> = Vec::new();
-    for (scope, _) in scopes {
-        let cache = caches.entry((*scope).clone()).or_default();
-        for span in spans {
-            for (tier, range) in cache.reads(end, span) {
-                reads.push(((*scope).clone(), tier, range));
+    let mut out = Rendered::default();
+    for chunk in scopes.chunks(RENDER_CHUNK) {
+        let reads = render::reads(chunk, caches, end);
+        let mut stored: BTreeMap<SummaryKey, Summary> = store
+            .load_ranges(generation, &reads)
+            .await?
+            .into_iter()
+            .collect();
+        for (key, summary) in fresh {
+            if chunk.iter().any(|(s, _)| **s == key.scope) {
+                stored.insert(key.clone(), summary.clone());
             }
         }
-    }
-    let mut stored: BTreeMap<SummaryKey, Summary> = store
-        .load_ranges(generation, &reads)
-        .await?
-        .into_iter()
-        .collect();
-    for (key, summary) in fresh {
-        stored.insert(key.clone(), summary.clone());
-    }
-    let mut out = Rendered::default();
-    for (scope, state) in scopes {
-        let cache = caches.entry((*scope).clone()).or_default();
-        let windows = spans.map(|span| {
-            cache.fold(end, span, &mut |tier, range: Range<i64>| {
-                let from = SummaryKey {
-                    scope: (*scope).clone(),
-                    tier,
-                    index: range.start,
-                };
-                let to = SummaryKey {
-                    scope: (*scope).clone(),
-                    tier,
-                    index: range.end,
-                };
-                stored.range(from..to).map(|(_, s)| s)
-            })
-        });
-        cache.retain_used();
-        for (kind, doc) in render_windows(end, &windows, state.fields.dropped()) {
-            out.views.push(((*scope).clone(), kind, doc));
-        }
-        if let Some(name) = scope.name() {
-            out.sources
-                .push((name.to_owned(), render_source(name, state, &windows[1])));
-        }
+        out.extend(render::rows(chunk, &stored, caches, end));
     }
     Ok(out)
 }

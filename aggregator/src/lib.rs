@@ -9,6 +9,7 @@
 //!   online rebuild.
 //! - [`control`]: [`RebuildHandle`], how a running server asks its worker for
 //!   a rebuild and reports progress.
+//! - [`render`]: rows from stored summaries, shared by both stores.
 //!
 //! The fold itself (sources, summaries, windows, `latest`, the field limit)
 //! is pure and lives in `sygno_shared::domain`, written once; this crate is
@@ -16,6 +17,7 @@
 
 pub mod control;
 pub mod embedded;
+pub mod render;
 pub mod stream;
 
 pub use control::{RebuildHandle, RebuildState, RebuildStatus};

@@ -24,6 +24,7 @@ pub mod poller;
 pub mod rebuild;
 pub mod records;
 
+use crate::render::RENDER_CHUNK;
 use plan::{plan, runs, scopes_needed, StreamEvent};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,15 +33,13 @@ use std::time::Duration;
 use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::{Scope, ScopeState, SummaryKey};
 use sygno_shared::domain::summary::Summary;
-use sygno_shared::domain::tiers::Tier;
-use sygno_shared::domain::time::{window_end, Millis, DAY_MS, WEEK_MS};
+use sygno_shared::domain::time::{window_end, Millis};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::dynamo::state::{
     AggState, RowsWrite, ScopeItem, StateCommit, MAX_TRANSACTION_ITEMS,
 };
 use sygno_shared::store::dynamo::DynamoStore;
 use sygno_shared::store::{Result, StoreError};
-use sygno_shared::views::{render_source, render_windows};
 
 /// Attempts per commit before giving up (each conflict means another
 /// commit landed first, so the system as a whole made progress).
@@ -464,7 +463,8 @@ fn invalidate<'a>(
 
 /// The window rows and `sources` entries of `scopes` in `generation`,
 /// windows ending at `end`, read from the store (`fresh`: summaries just
-/// committed, which win over what a read returns) through `caches`.
+/// committed, which win over what a read returns) through `caches`, a
+/// chunk of aggregates at a time.
 pub(crate) async fn render(
     store: &DynamoStore,
     generation: u64,
@@ -473,45 +473,30 @@ pub(crate) async fn render(
     caches: &mut HashMap<Scope, WindowCache>,
     end: Millis,
 ) -> Result<RowsWrite> {
-    let spans = [DAY_MS, WEEK_MS];
     let mut out = RowsWrite::default();
-    for (scope, scope_state) in scopes {
-        let cache = caches.entry((*scope).clone()).or_default();
-        let mut reads: Vec<(Tier, Range<i64>)> = spans
-            .iter()
-            .flat_map(|span| cache.reads(end, *span))
-            .collect();
-        reads.sort_by_key(|(t, r)| (*t, r.start, r.end));
-        reads.dedup();
-        let mut stored: BTreeMap<(Tier, i64), Summary> = BTreeMap::new();
-        for (tier, range) in reads {
+    for chunk in scopes.chunks(RENDER_CHUNK) {
+        let mut stored: BTreeMap<SummaryKey, Summary> = BTreeMap::new();
+        for (scope, tier, range) in crate::render::reads(chunk, caches, end) {
             for (index, summary) in store
-                .query_summaries(generation, scope, tier, range)
+                .query_summaries(generation, &scope, tier, range)
                 .await?
             {
-                stored.insert((tier, index), summary);
+                let key = SummaryKey {
+                    scope: scope.clone(),
+                    tier,
+                    index,
+                };
+                stored.insert(key, summary);
             }
         }
-        for (key, summary) in fresh.iter().filter(|(k, _)| k.scope == **scope) {
-            stored.insert((key.tier, key.index), summary.clone());
+        for (key, summary) in fresh {
+            if chunk.iter().any(|(s, _)| **s == key.scope) {
+                stored.insert(key.clone(), summary.clone());
+            }
         }
-        let windows = spans.map(|span| {
-            cache.fold(end, span, &mut |tier, range: Range<i64>| {
-                stored
-                    .range((tier, range.start)..(tier, range.end))
-                    .map(|(_, s)| s)
-            })
-        });
-        cache.retain_used();
-        for (kind, doc) in render_windows(end, &windows, scope_state.fields.dropped()) {
-            out.views.push(((*scope).clone(), kind, doc));
-        }
-        if let Some(name) = scope.name() {
-            out.sources.push((
-                name.to_owned(),
-                render_source(name, scope_state, &windows[1]),
-            ));
-        }
+        let rendered = crate::render::rows(chunk, &stored, caches, end);
+        out.views.extend(rendered.views);
+        out.sources.extend(rendered.sources);
     }
     Ok(out)
 }

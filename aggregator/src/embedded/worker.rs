@@ -41,6 +41,8 @@ pub struct Worker {
     unrendered: BTreeSet<Scope>,
     /// When rows were last rendered.
     rendered_at: Millis,
+    /// How long the last render took (wall clock), in ms.
+    render_cost: Millis,
 }
 
 impl std::fmt::Debug for Worker {
@@ -75,6 +77,7 @@ impl Worker {
             needs_reload: true,
             unrendered: BTreeSet::new(),
             rendered_at: Millis::MIN,
+            render_cost: 0,
         };
         worker.reload().await?;
         Ok(worker)
@@ -107,11 +110,13 @@ impl Worker {
     /// Returns the number of events read (0: caught up).
     ///
     /// Window rows are rendered with every batch except while a backlog is
-    /// folded (a full batch, more behind it), where they are rendered at
-    /// most once a second of `now`: rendering a touched aggregate reads its
-    /// changed window pieces, and a backfill touches old hours of every
-    /// aggregate in every batch. `latest` rows are written with every
-    /// batch, so freshness for the newest event does not wait.
+    /// folded (a full batch, more behind it), where they are rendered when
+    /// the minute turns and otherwise at most once per
+    /// [`RENDER_EVERY_MS`] or ten times the last render's duration,
+    /// whichever is longer: rendering a touched aggregate reads its changed
+    /// window pieces, and a backfill touches old hours of every aggregate
+    /// in every batch, so most of the time goes to folding. `latest` rows
+    /// are written with every batch, so the newest event does not wait.
     pub async fn step(&mut self, now: Millis) -> Result<usize> {
         let now = now.max(self.latest_now);
         self.latest_now = now;
@@ -125,7 +130,7 @@ impl Worker {
         }
         let render = events.len() < BATCH
             || self.published_end != Some(end)
-            || now.saturating_sub(self.rendered_at) >= RENDER_EVERY_MS;
+            || now.saturating_sub(self.rendered_at) >= RENDER_EVERY_MS.max(10 * self.render_cost);
         let result = self.commit_step(&events, end, render).await;
         if result.is_ok() && render {
             self.rendered_at = now;
@@ -162,8 +167,9 @@ impl Worker {
                     && (rolled || self.unrendered.contains(*scope))
             }));
         }
+        let started = std::time::Instant::now();
         let rendered = if to_render.is_empty() {
-            super::Rendered::default()
+            crate::render::Rendered::default()
         } else {
             render(
                 self.store.as_ref(),
@@ -175,6 +181,10 @@ impl Worker {
             )
             .await?
         };
+        if render_rows {
+            self.render_cost =
+                Millis::try_from(started.elapsed().as_millis()).unwrap_or(Millis::MAX / 20);
+        }
         let mut views = rendered.views;
         for (scope, doc) in folded.latest {
             views.push((scope, ExposeKind::Latest, doc));

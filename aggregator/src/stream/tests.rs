@@ -16,12 +16,14 @@ use std::sync::Arc;
 use sygno_shared::domain::event::NewEvent;
 use sygno_shared::domain::fold::{fold, LatestKey};
 use sygno_shared::domain::limit::DEFAULT_MAX_FIELDS;
+use sygno_shared::domain::tiers::Tier;
 use sygno_shared::domain::time::MINUTE_MS;
+use sygno_shared::domain::time::{DAY_MS, WEEK_MS};
 use sygno_shared::domain::window::fold_map;
 use sygno_shared::store::dynamo::state::{EventItem, MAX_TRANSACTION_ITEMS};
 use sygno_shared::store::dynamo::testing::{self, fresh_store, RequestLog};
 use sygno_shared::store::{EventLog, ViewStore};
-use sygno_shared::views::render_latest;
+use sygno_shared::views::{render_latest, render_windows};
 
 /// Now, for these tests: a fixed minute plus 30 s.
 const NOW: Millis = 1_764_000_000_000 / MINUTE_MS * MINUTE_MS + 30_000;

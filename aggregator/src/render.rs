@@ -1,0 +1,91 @@
+//! Rows from stored summaries, for both stores: which summaries a set of
+//! aggregates' windows need ([`reads`]), and the rows and `sources`
+//! entries folded from them through each aggregate's
+//! [`WindowCache`] ([`rows`]). The stores only load what [`reads`] asks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use sygno_shared::domain::expose::ExposeKind;
+use sygno_shared::domain::fold::{Scope, ScopeState, SummaryKey};
+use sygno_shared::domain::summary::Summary;
+use sygno_shared::domain::tiers::Tier;
+use sygno_shared::domain::time::{Millis, DAY_MS, WEEK_MS};
+use sygno_shared::domain::window::WindowCache;
+use sygno_shared::views::{render_source, render_windows};
+
+/// Aggregates rendered together: their summaries are loaded at once, so
+/// this bounds the memory a render holds (a cold aggregate's week is ~170
+/// summaries).
+pub const RENDER_CHUNK: usize = 32;
+
+const SPANS: [Millis; 2] = [DAY_MS, WEEK_MS];
+
+/// Rendered rows and `sources` entries.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    pub views: Vec<(Scope, ExposeKind, String)>,
+    pub sources: Vec<(String, String)>,
+}
+
+impl Rendered {
+    pub fn extend(&mut self, other: Rendered) {
+        self.views.extend(other.views);
+        self.sources.extend(other.sources);
+    }
+}
+
+/// The stored summaries the windows ending at `end` of `scopes` need, as
+/// `(scope, tier, index range)`, given what their caches hold.
+pub fn reads(
+    scopes: &[(&Scope, &ScopeState)],
+    caches: &mut HashMap<Scope, WindowCache>,
+    end: Millis,
+) -> Vec<(Scope, Tier, Range<i64>)> {
+    let mut out = Vec::new();
+    for (scope, _) in scopes {
+        let cache = caches.entry((*scope).clone()).or_default();
+        let mut ranges: Vec<(Tier, Range<i64>)> = SPANS
+            .iter()
+            .flat_map(|span| cache.reads(end, *span))
+            .collect();
+        ranges.sort_by_key(|(t, r)| (*t, r.start, r.end));
+        ranges.dedup();
+        out.extend(ranges.into_iter().map(|(t, r)| ((*scope).clone(), t, r)));
+    }
+    out
+}
+
+/// The rows of `scopes` with windows ending at `end`, from `stored`
+/// (everything [`reads`] asked for, and any fresher summaries laid over).
+pub fn rows(
+    scopes: &[(&Scope, &ScopeState)],
+    stored: &BTreeMap<SummaryKey, Summary>,
+    caches: &mut HashMap<Scope, WindowCache>,
+    end: Millis,
+) -> Rendered {
+    let mut out = Rendered::default();
+    for (scope, state) in scopes {
+        let cache = caches.entry((*scope).clone()).or_default();
+        let windows = SPANS.map(|span| {
+            cache.fold(end, span, &mut |tier, range: Range<i64>| {
+                let key = |index| SummaryKey {
+                    scope: (*scope).clone(),
+                    tier,
+                    index,
+                };
+                stored
+                    .range(key(range.start)..key(range.end))
+                    .map(|(_, s)| s)
+            })
+        });
+        cache.retain_used();
+        for (kind, doc) in render_windows(end, &windows, state.fields.dropped()) {
+            out.views.push(((*scope).clone(), kind, doc));
+        }
+        if let Some(name) = scope.name() {
+            out.sources
+                .push((name.to_owned(), render_source(name, state, &windows[1])));
+        }
+    }
+    out
+}
