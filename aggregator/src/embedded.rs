@@ -23,7 +23,7 @@ pub mod worker;
 
 pub use worker::{Clock, Worker};
 
-use crate::render::{self, Rendered, RENDER_CHUNK};
+use crate::render::{self, Rendered};
 use std::collections::{BTreeMap, HashMap};
 use sygno_shared::domain::event::LoggedEvent;
 use sygno_shared::domain::fold::{fold, keys_of, Batch, Scope, ScopeState, SummaryKey};
@@ -108,7 +108,7 @@ pub(crate) async fn render(
     end: Millis,
 ) -> Result<Rendered> {
     let mut out = Rendered::default();
-    for chunk in scopes.chunks(RENDER_CHUNK) {
+    for chunk in crate::render::chunks(scopes) {
         let reads = render::reads(chunk, caches, end);
         let mut stored: BTreeMap<SummaryKey, Summary> = store
             .load_ranges(generation, &reads)

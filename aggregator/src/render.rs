@@ -13,10 +13,33 @@ use sygno_shared::domain::time::{Millis, DAY_MS, WEEK_MS};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::views::{render_source, render_windows};
 
-/// Aggregates rendered together: their summaries are loaded at once, so
-/// this bounds the memory a render holds (a cold aggregate's week is ~170
-/// summaries).
-pub const RENDER_CHUNK: usize = 32;
+/// Fields of the aggregates rendered together: their summaries are loaded
+/// at once, so this bounds the memory a render holds (a cold aggregate's
+/// week is ~170 summaries of its fields, ~100 bytes a field in memory:
+/// ~70 MB at this budget). An aggregate wider than the budget is rendered
+/// alone.
+pub const RENDER_FIELDS: usize = 4_000;
+
+/// `scopes` cut into consecutive chunks of at most [`RENDER_FIELDS`]
+/// fields (counting an aggregate without fields as one).
+pub fn chunks<'a, 'b>(
+    scopes: &'b [(&'a Scope, &'a ScopeState)],
+) -> Vec<&'b [(&'a Scope, &'a ScopeState)]> {
+    let mut out = Vec::new();
+    let (mut start, mut fields) = (0, 0);
+    for (i, (_, state)) in scopes.iter().enumerate() {
+        let width = state.fields.aggregated().max(1);
+        if fields + width > RENDER_FIELDS && i > start {
+            out.push(&scopes[start..i]);
+            (start, fields) = (i, 0);
+        }
+        fields += width;
+    }
+    if start < scopes.len() {
+        out.push(&scopes[start..]);
+    }
+    out
+}
 
 const SPANS: [Millis; 2] = [DAY_MS, WEEK_MS];
 

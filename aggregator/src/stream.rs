@@ -24,7 +24,6 @@ pub mod poller;
 pub mod rebuild;
 pub mod records;
 
-use crate::render::RENDER_CHUNK;
 use plan::{plan, runs, scopes_needed, StreamEvent};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -464,7 +463,7 @@ fn invalidate<'a>(
 /// The window rows and `sources` entries of `scopes` in `generation`,
 /// windows ending at `end`, read from the store (`fresh`: summaries just
 /// committed, which win over what a read returns) through `caches`, a
-/// chunk of aggregates at a time.
+/// chunk of aggregates at a time (`crate::render::chunks`).
 pub(crate) async fn render(
     store: &DynamoStore,
     generation: u64,
@@ -474,7 +473,7 @@ pub(crate) async fn render(
     end: Millis,
 ) -> Result<RowsWrite> {
     let mut out = RowsWrite::default();
-    for chunk in scopes.chunks(RENDER_CHUNK) {
+    for chunk in crate::render::chunks(scopes) {
         let mut stored: BTreeMap<SummaryKey, Summary> = BTreeMap::new();
         for (scope, tier, range) in crate::render::reads(chunk, caches, end) {
             for (index, summary) in store

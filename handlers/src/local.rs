@@ -52,7 +52,9 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let feed: Arc<dyn ChangeFeed> = Arc::new(store.clone());
     let aggregates: Arc<dyn AggregateStore> = Arc::new(store.clone());
-    let worker = Worker::start(feed, aggregates, max_fields, clock()).await?;
+    let worker = Worker::start(feed, aggregates, max_fields, clock())
+        .await?
+        .render_every(worker::LIVE_RENDER_INTERVAL);
     let (rebuild, requests) = control::channel();
     let (stop, stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker::run(worker, Arc::clone(&clock), requests, stopped));

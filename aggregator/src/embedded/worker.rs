@@ -19,6 +19,10 @@ pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
 /// How often window rows are rendered while a backlog is folded.
 pub const RENDER_EVERY_MS: Millis = 1_000;
 
+/// `sygno serve`'s least interval between live renders (see
+/// [`Worker::render_every`]).
+pub const LIVE_RENDER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Folds the change feed into the aggregate store, one batch per step.
 pub struct Worker {
     feed: Arc<dyn ChangeFeed>,
@@ -43,6 +47,10 @@ pub struct Worker {
     rendered_at: Millis,
     /// How long the last render took (wall clock), in ms.
     render_cost: Millis,
+    /// Live rendering's least interval (see [`Worker::render_every`]).
+    live_interval: std::time::Duration,
+    /// When rows were last rendered, by the wall clock.
+    rendered_instant: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -78,6 +86,8 @@ impl Worker {
             unrendered: BTreeSet::new(),
             rendered_at: Millis::MIN,
             render_cost: 0,
+            live_interval: std::time::Duration::ZERO,
+            rendered_instant: None,
         };
         worker.reload().await?;
         Ok(worker)
@@ -98,6 +108,29 @@ impl Worker {
     /// Sequence number of the last event committed.
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint
+    }
+
+    /// Renders live rows at most once per `interval` (default: with every
+    /// batch). Under a steady write load each batch touches many
+    /// aggregates; rendering them a few times a second instead of per
+    /// batch keeps the aggregator's share of the CPU small and stays well
+    /// within the contract's 1 s freshness (`latest` rows are written with
+    /// every batch regardless). `sygno serve` uses [`LIVE_RENDER_INTERVAL`].
+    pub fn render_every(mut self, interval: std::time::Duration) -> Self {
+        self.live_interval = interval;
+        self
+    }
+
+    /// How long until rows folded but not yet rendered are due; `None`
+    /// when every aggregate's rows are current.
+    pub fn render_pending(&self) -> Option<std::time::Duration> {
+        if self.unrendered.is_empty() {
+            return None;
+        }
+        let elapsed = self
+            .rendered_instant
+            .map_or(self.live_interval, |t| t.elapsed());
+        Some(self.live_interval.saturating_sub(elapsed))
     }
 
     /// Aggregates known: all events and every source seen.
@@ -125,15 +158,23 @@ impl Worker {
         }
         let events = self.feed.read_after(self.checkpoint, BATCH).await?;
         let end = window_end(now);
-        if events.is_empty() && self.published_end == Some(end) {
+        let live_due = self
+            .rendered_instant
+            .is_none_or(|t| t.elapsed() >= self.live_interval);
+        let nothing_due = self.unrendered.is_empty() || !live_due;
+        if events.is_empty() && self.published_end == Some(end) && nothing_due {
             return Ok(0);
         }
-        let render = events.len() < BATCH
-            || self.published_end != Some(end)
-            || now.saturating_sub(self.rendered_at) >= RENDER_EVERY_MS.max(10 * self.render_cost);
+        let backlog = events.len() == BATCH;
+        let render = self.published_end != Some(end)
+            || (!backlog && live_due)
+            || (backlog
+                && now.saturating_sub(self.rendered_at)
+                    >= RENDER_EVERY_MS.max(10 * self.render_cost));
         let result = self.commit_step(&events, end, render).await;
         if result.is_ok() && render {
             self.rendered_at = now;
+            self.rendered_instant = Some(std::time::Instant::now());
         }
         if result.is_err() {
             self.needs_reload = true;
@@ -260,7 +301,10 @@ pub async fn run(
             Ok(n) if n > 0 => continue,
             Ok(_) => {
                 let now = clock();
-                Duration::from_millis(u64::try_from(window_end(now) - now).unwrap_or(1000))
+                let roll =
+                    Duration::from_millis(u64::try_from(window_end(now) - now).unwrap_or(1000));
+                // Rows folded but not rendered yet: come back when due.
+                worker.render_pending().map_or(roll, |wait| wait.min(roll))
             }
             Err(e) => {
                 tracing::error!(error.cause_chain = ?e, "aggregation step failed; retrying");

@@ -70,7 +70,7 @@ BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 /// The aggregates' schema version (`PRAGMA user_version`): a store of an
 /// older one has its aggregates dropped at open, and the worker folds the
 /// log again from the start (aggregates are derived data).
-const AGGREGATES_VERSION: i64 = 2;
+const AGGREGATES_VERSION: i64 = 3;
 
 const AGGREGATES_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS summaries (
     idx INTEGER NOT NULL,
     summary TEXT NOT NULL,
     PRIMARY KEY (generation, scope, tier, idx)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS scopes (
     scope TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -103,10 +103,14 @@ CREATE TABLE IF NOT EXISTS sources (
 );
 ";
 
-/// The tables of aggregates version 1 (one global aggregate).
-const AGGREGATES_V1_TABLES: &str = "
+/// The tables of every older version of the aggregates (1: one global
+/// aggregate; 2: summaries in a WITHOUT ROWID table, which stores rows of
+/// kilobytes poorly).
+const OLDER_AGGREGATE_TABLES: &str = "
 DROP TABLE IF EXISTS checkpoint; DROP TABLE IF EXISTS buckets;
 DROP TABLE IF EXISTS latest; DROP TABLE IF EXISTS views;
+DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS summaries;
+DROP TABLE IF EXISTS scopes; DROP TABLE IF EXISTS sources;
 ";
 
 /// A scope as the `scope` columns hold it: `''` for all events, else the
@@ -266,7 +270,8 @@ fn migrate_aggregates(conn: &Connection) -> Result<()> {
                 "aggregates are of an older format: they will be folded again from the log"
             );
         }
-        conn.execute_batch(AGGREGATES_V1_TABLES).map_err(sql_err)?;
+        conn.execute_batch(OLDER_AGGREGATE_TABLES)
+            .map_err(sql_err)?;
     }
     conn.execute_batch(AGGREGATES_SCHEMA).map_err(sql_err)?;
     conn.execute_batch(&format!("PRAGMA user_version = {AGGREGATES_VERSION}"))

@@ -335,3 +335,27 @@ async fn a_backlog_is_rendered_once_caught_up_and_latest_goes_on() {
     let source: serde_json::Value = serde_json::from_str(&source).expect("json");
     assert_eq!(source["count"], total);
 }
+
+#[tokio::test]
+async fn live_rows_render_at_most_once_an_interval_and_never_stay_behind() {
+    let f = fixture();
+    let mut worker = f.worker(T0).await.render_every(Duration::from_millis(300));
+    f.write(T0 - 1_000, 1.0).await;
+    assert_eq!(worker.step(T0).await.expect("step"), 1);
+    assert_eq!(f.row(ExposeKind::DayAverage).await["count"], 1);
+    assert_eq!(worker.render_pending(), None);
+    // Within the interval: folded and committed, latest written, window
+    // rows due later.
+    f.write(T0 - 500, 3.0).await;
+    assert_eq!(worker.step(T0).await.expect("step"), 1);
+    assert_eq!(f.row(ExposeKind::Latest).await["data"]["x"], 3.0);
+    assert_eq!(f.row(ExposeKind::DayAverage).await["count"], 1);
+    let wait = worker.render_pending().expect("rows pending");
+    assert!(wait <= Duration::from_millis(300));
+    // Nothing new arrives; once due, a step renders them.
+    assert_eq!(worker.step(T0).await.expect("step"), 0);
+    tokio::time::sleep(wait).await;
+    assert_eq!(worker.step(T0).await.expect("step"), 0);
+    assert_eq!(f.row(ExposeKind::DayAverage).await["count"], 2);
+    assert_eq!(worker.render_pending(), None);
+}
