@@ -15,10 +15,10 @@ use sygno_shared::views::{render_source, render_windows};
 
 /// Fields of the aggregates rendered together: their summaries are loaded
 /// at once, so this bounds the memory a render holds (a cold aggregate's
-/// week is ~170 summaries of its fields, ~100 bytes a field in memory:
-/// ~70 MB at this budget). An aggregate wider than the budget is rendered
-/// alone.
-pub const RENDER_FIELDS: usize = 4_000;
+/// windows are up to ~290 summaries of its fields, ~100 bytes a field in
+/// memory: ~30 MB at this budget). An aggregate wider than the budget is
+/// rendered alone.
+pub const RENDER_FIELDS: usize = 1_000;
 
 /// `scopes` cut into consecutive chunks of at most [`RENDER_FIELDS`]
 /// fields (counting an aggregate without fields as one).

@@ -143,7 +143,7 @@ impl Worker {
     /// Returns the number of events read (0: caught up).
     ///
     /// Window rows are rendered with every batch except while a backlog is
-    /// folded (a full batch, more behind it), where they are rendered when
+    /// folded (more events behind the batch), where they are rendered when
     /// the minute turns and otherwise at most once per
     /// [`RENDER_EVERY_MS`] or ten times the last render's duration,
     /// whichever is longer: rendering a touched aggregate reads its changed
@@ -165,7 +165,11 @@ impl Worker {
         if events.is_empty() && self.published_end == Some(end) && nothing_due {
             return Ok(0);
         }
-        let backlog = events.len() == BATCH;
+        // More behind this batch (a full one, or one cut at its byte budget).
+        let backlog = match events.last() {
+            Some(last) => events.len() == BATCH || last.seq < self.feed.head().await?,
+            None => false,
+        };
         let render = self.published_end != Some(end)
             || (!backlog && live_due)
             || (backlog

@@ -13,7 +13,8 @@
 //! embedded metric format on stdout), skipped, and reported as failed so
 //! that after the mapping's bounded retries it lands in the on-failure
 //! destination instead of vanishing; everything else in the batch is
-//! applied meanwhile.
+//! applied meanwhile. An event DynamoDB refuses to aggregate (a commit too
+//! large even alone) is passed over and counted in `RejectedEvents`.
 
 use crate::stream::records::{decode, Record};
 use crate::stream::Aggregator;
@@ -61,6 +62,9 @@ pub async fn handle(aggregator: &Aggregator, payload: &Value, now: Millis) -> Va
             );
             if outcome.unreadable > 0 {
                 emit_metric("UnreadableEvents", outcome.unreadable as u64);
+            }
+            if outcome.rejected > 0 {
+                emit_metric("RejectedEvents", outcome.rejected as u64);
             }
         }
         Err(e) => {

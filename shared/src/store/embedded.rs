@@ -478,7 +478,17 @@ impl ChangeFeed for EmbeddedStore {
                     received_at: r.get(6)?,
                 })
             })?;
-            rows.collect()
+            let mut events = Vec::new();
+            let mut bytes = 0;
+            for row in rows {
+                let event = row?;
+                bytes += event.data.len();
+                events.push(event);
+                if bytes >= crate::store::MAX_READ_BYTES {
+                    break;
+                }
+            }
+            Ok(events)
         })
         .await
     }

@@ -92,10 +92,16 @@ pub trait EventLog: Send + Sync {
     async fn ping(&self) -> Result<()>;
 }
 
+/// How much event `data` one [`ChangeFeed::read_after`] returns at most
+/// (past the first event).
+pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
+
 /// The event log read in order.
 #[async_trait]
 pub trait ChangeFeed: Send + Sync {
-    /// Up to `limit` events with `seq > after`, in sequence order.
+    /// Up to `limit` events with `seq > after`, in sequence order, and at
+    /// most about [`MAX_READ_BYTES`] of their `data` (at least one event):
+    /// a batch of wide events stays small in memory.
     async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<LoggedEvent>>;
     /// The greatest sequence number stored (0 for an empty log).
     async fn head(&self) -> Result<u64>;
