@@ -5,6 +5,7 @@
 
 use crate::domain::expose::{ExposeKind, Statistic};
 use crate::domain::fold::{EventRef, ScopeState};
+use crate::domain::stats::Moments;
 use crate::domain::summary::Summary;
 use crate::domain::time::{format_rfc3339, Millis};
 use serde::Serialize;
@@ -88,71 +89,46 @@ pub fn render_window(
     summary: &Summary,
     fields_dropped: usize,
 ) -> String {
-    let span = kind.span().unwrap_or_default();
-    let frame = |fields_dropped| {
-        (
-            kind.as_str(),
-            format_rfc3339(end - span),
-            format_rfc3339(end),
-            fields_dropped,
-        )
-    };
     let doc = match kind.statistic().unwrap_or(Statistic::Mean) {
-        Statistic::All => {
-            let fields = summary
-                .fields
-                .iter()
-                .map(|(path, m)| {
-                    let doc = StatsDoc {
-                        count: m.count,
-                        mean: m.mean(),
-                        std: m.sample_std(),
-                        min: m.min(),
-                        max: m.max(),
-                    };
-                    (path.as_str(), doc)
-                })
-                .collect();
-            let (kind, window_start, window_end, fields_dropped) = frame(Some(fields_dropped));
-            serde_json::to_string(&WindowDoc {
-                kind,
-                window_start,
-                window_end,
-                count: summary.events,
-                fields,
-                fields_dropped,
-            })
-        }
-        statistic => {
-            let fields = summary
-                .fields
-                .iter()
-                .map(|(path, m)| {
-                    let value = match statistic {
-                        Statistic::SampleStd => m.sample_std(),
-                        _ => m.mean(),
-                    };
-                    (
-                        path.as_str(),
-                        ValueDoc {
-                            count: m.count,
-                            value,
-                        },
-                    )
-                })
-                .collect();
-            let (kind, window_start, window_end, fields_dropped) = frame(None);
-            serde_json::to_string(&WindowDoc {
-                kind,
-                window_start,
-                window_end,
-                count: summary.events,
-                fields,
-                fields_dropped,
-            })
-        }
+        Statistic::All => window_doc(kind, end, summary, Some(fields_dropped), |m| StatsDoc {
+            count: m.count,
+            mean: m.mean(),
+            std: m.sample_std(),
+            min: m.min(),
+            max: m.max(),
+        }),
+        Statistic::SampleStd => window_doc(kind, end, summary, None, |m| ValueDoc {
+            count: m.count,
+            value: m.sample_std(),
+        }),
+        Statistic::Mean => window_doc(kind, end, summary, None, |m| ValueDoc {
+            count: m.count,
+            value: m.mean(),
+        }),
     };
     doc.unwrap_or_else(|_| String::from("null"))
+}
+
+fn window_doc<F: Serialize>(
+    kind: ExposeKind,
+    end: Millis,
+    summary: &Summary,
+    fields_dropped: Option<usize>,
+    field: impl Fn(&Moments) -> F,
+) -> serde_json::Result<String> {
+    let span = kind.span().unwrap_or_default();
+    serde_json::to_string(&WindowDoc {
+        kind: kind.as_str(),
+        window_start: format_rfc3339(end - span),
+        window_end: format_rfc3339(end),
+        count: summary.events,
+        fields: summary
+            .fields
+            .iter()
+            .map(|(path, m)| (path.as_str(), field(m)))
+            .collect(),
+        fields_dropped,
+    })
 }
 
 /// Every window row of an aggregate: `windows` holds the 24 h and the 7 d
