@@ -165,11 +165,11 @@ impl Worker {
         if events.is_empty() && self.published_end == Some(end) && nothing_due {
             return Ok(0);
         }
-        // More behind this batch (a full one, or one cut at its byte budget).
-        let backlog = match events.last() {
-            Some(last) => events.len() == BATCH || last.seq < self.feed.head().await?,
-            None => false,
-        };
+        // A backlog: a full batch, or one cut at the read's byte budget
+        // (events that merely arrived meanwhile are live load, rendered on
+        // the live interval).
+        let bytes: usize = events.iter().map(|e| e.data.len()).sum();
+        let backlog = events.len() == BATCH || bytes >= sygno_shared::store::MAX_READ_BYTES;
         let render = self.published_end != Some(end)
             || (!backlog && live_due)
             || (backlog

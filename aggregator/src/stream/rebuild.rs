@@ -131,15 +131,33 @@ pub async fn rebuild(
     let (rebuilt, latest, events) = read_log(store, cut, options.max_fields, progress).await?;
     let total = rebuilt.summaries.len() + rebuilt.scopes.len();
     let mut merged = 0;
+    // A transaction takes 100 items and 4 MB; a chunk DynamoDB refuses for
+    // its size (wide summaries are several items each) is halved.
     let keys: Vec<SummaryKey> = rebuilt.summaries.keys().cloned().collect();
-    for chunk in keys.chunks(MAX_TRANSACTION_ITEMS - 1) {
-        merge_summaries(store, generation, chunk, &rebuilt.summaries).await?;
+    let mut pending: Vec<&[SummaryKey]> = keys.chunks(MAX_TRANSACTION_ITEMS - 1).rev().collect();
+    while let Some(chunk) = pending.pop() {
+        match merge_summaries(store, generation, chunk, &rebuilt.summaries).await {
+            Err(RebuildError::Store(StoreError::Rejected(_))) if chunk.len() > 1 => {
+                let (head, tail) = chunk.split_at(chunk.len() / 2);
+                pending.extend([tail, head]);
+                continue;
+            }
+            outcome => outcome?,
+        }
         merged += chunk.len();
         progress(Progress::Merged(merged, total));
     }
     let scopes: Vec<Scope> = rebuilt.scopes.keys().cloned().collect();
-    for chunk in scopes.chunks(MAX_TRANSACTION_ITEMS - 1) {
-        merge_scopes(store, generation, chunk, &rebuilt.scopes, &latest).await?;
+    let mut pending: Vec<&[Scope]> = scopes.chunks(MAX_TRANSACTION_ITEMS - 1).rev().collect();
+    while let Some(chunk) = pending.pop() {
+        match merge_scopes(store, generation, chunk, &rebuilt.scopes, &latest).await {
+            Err(RebuildError::Store(StoreError::Rejected(_))) if chunk.len() > 1 => {
+                let (head, tail) = chunk.split_at(chunk.len() / 2);
+                pending.extend([tail, head]);
+                continue;
+            }
+            outcome => outcome?,
+        }
         merged += chunk.len();
         progress(Progress::Merged(merged, total));
     }

@@ -75,9 +75,16 @@ impl Moments {
         }
         let (na, nb) = (self.count as f64, other.count as f64);
         let n = na + nb;
-        // Half the difference is always finite; so is each step, and the
+        // Half the difference is always finite (halved before subtracting
+        // only where the difference itself overflows, since halving first
+        // loses the last bit of subnormal means); so is each step, and the
         // mean stays between the two means.
-        let half = other.mean / 2.0 - self.mean / 2.0;
+        let diff = other.mean - self.mean;
+        let half = if diff.is_finite() {
+            diff / 2.0
+        } else {
+            other.mean / 2.0 - self.mean / 2.0
+        };
         let step = half * (nb / n);
         self.mean = (self.mean + step) + step;
         // |d| sqrt(na nb) / n, with 2 sqrt(na nb) / n <= 1.

@@ -244,3 +244,10 @@ fn statrs_agrees_on_a_plain_sample() {
     assert!((m.mean().unwrap_or_default() - values.mean()).abs() < 1e-12);
     assert!((m.sample_std().unwrap_or_default() - values.std_dev()).abs() < 1e-12);
 }
+
+#[test]
+fn subnormal_means_keep_their_last_bit() {
+    let (a, b) = (f64::from_bits(1), f64::from_bits(3));
+    let m = moments_of(&[a, b]);
+    assert_eq!(m.mean(), Some(f64::from_bits(2)));
+}
