@@ -75,20 +75,22 @@ impl Moments {
         }
         let (na, nb) = (self.count as f64, other.count as f64);
         let n = na + nb;
-        // Half the difference is always finite (halved before subtracting
-        // only where the difference itself overflows, since halving first
-        // loses the last bit of subnormal means); so is each step, and the
-        // mean stays between the two means.
+        // The means' difference overflows only for means of opposite signs
+        // near the top of the range; then it is used halved (each step is
+        // finite and the mean stays between the two). Otherwise it is used
+        // as it is: halving first would lose the last bit of subnormal
+        // means. `cross` is |d| sqrt(na nb) / n, with sqrt(na nb) / n <= 1/2.
         let diff = other.mean - self.mean;
-        let half = if diff.is_finite() {
-            diff / 2.0
+        let weight = (na * nb).sqrt() / n;
+        let cross = if diff.is_finite() {
+            self.mean += diff * (nb / n);
+            diff.abs() * weight
         } else {
-            other.mean / 2.0 - self.mean / 2.0
+            let half = other.mean / 2.0 - self.mean / 2.0;
+            let step = half * (nb / n);
+            self.mean = (self.mean + step) + step;
+            half.abs() * (2.0 * weight)
         };
-        let step = half * (nb / n);
-        self.mean = (self.mean + step) + step;
-        // |d| sqrt(na nb) / n, with 2 sqrt(na nb) / n <= 1.
-        let cross = half.abs() * (2.0 * (na * nb).sqrt() / n);
         self.sd = (self.sd * (na / n).sqrt())
             .hypot(other.sd * (nb / n).sqrt())
             .hypot(cross);
