@@ -131,36 +131,24 @@ pub async fn rebuild(
     let (rebuilt, latest, events) = read_log(store, cut, options.max_fields, progress).await?;
     let total = rebuilt.summaries.len() + rebuilt.scopes.len();
     let mut merged = 0;
-    // A transaction takes 100 items and 4 MB; a chunk DynamoDB refuses for
-    // its size (wide summaries are several items each) is halved.
     let keys: Vec<SummaryKey> = rebuilt.summaries.keys().cloned().collect();
-    let mut pending: Vec<&[SummaryKey]> = keys.chunks(MAX_TRANSACTION_ITEMS - 1).rev().collect();
-    while let Some(chunk) = pending.pop() {
-        match merge_summaries(store, generation, chunk, &rebuilt.summaries).await {
-            Err(RebuildError::Store(StoreError::Rejected(_))) if chunk.len() > 1 => {
-                let (head, tail) = chunk.split_at(chunk.len() / 2);
-                pending.extend([tail, head]);
-                continue;
-            }
-            outcome => outcome?,
-        }
-        merged += chunk.len();
-        progress(Progress::Merged(merged, total));
-    }
     let scopes: Vec<Scope> = rebuilt.scopes.keys().cloned().collect();
-    let mut pending: Vec<&[Scope]> = scopes.chunks(MAX_TRANSACTION_ITEMS - 1).rev().collect();
-    while let Some(chunk) = pending.pop() {
-        match merge_scopes(store, generation, chunk, &rebuilt.scopes, &latest).await {
-            Err(RebuildError::Store(StoreError::Rejected(_))) if chunk.len() > 1 => {
-                let (head, tail) = chunk.split_at(chunk.len() / 2);
-                pending.extend([tail, head]);
-                continue;
-            }
-            outcome => outcome?,
-        }
-        merged += chunk.len();
+    let mut done = |n: usize| {
+        merged += n;
         progress(Progress::Merged(merged, total));
-    }
+    };
+    in_transactions(
+        &keys,
+        |chunk| merge_summaries(store, generation, chunk, &rebuilt.summaries),
+        &mut done,
+    )
+    .await?;
+    in_transactions(
+        &scopes,
+        |chunk| merge_scopes(store, generation, chunk, &rebuilt.scopes, &latest),
+        &mut done,
+    )
+    .await?;
     switch(store, clock, generation, cut).await?;
     let mut deleted = 0;
     for old in 0..generation {
@@ -173,6 +161,35 @@ pub async fn rebuild(
         summaries: rebuilt.summaries.len(),
         cut,
     })
+}
+
+/// Runs `merge` over `items` a transaction's worth at a time, halving a
+/// chunk DynamoDB refuses for its size (wide summaries are several items
+/// each, and a transaction takes 100 items and 4 MB); `done(n)` after each
+/// committed chunk of `n`.
+async fn in_transactions<'a, T, F, Fut>(
+    items: &'a [T],
+    mut merge: F,
+    done: &mut impl FnMut(usize),
+) -> Result<(), RebuildError>
+where
+    F: FnMut(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = Result<(), RebuildError>>,
+{
+    let mut pending: Vec<&[T]> = items.chunks(MAX_TRANSACTION_ITEMS - 1).rev().collect();
+    while let Some(chunk) = pending.pop() {
+        match merge(chunk).await {
+            Err(RebuildError::Store(StoreError::Rejected(_))) if chunk.len() > 1 => {
+                let (head, tail) = chunk.split_at(chunk.len() / 2);
+                pending.extend([tail, head]);
+            }
+            outcome => {
+                outcome?;
+                done(chunk.len());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn millis(d: Duration) -> Millis {
