@@ -1,5 +1,6 @@
 -- POST /source/write_raw with a varied event per request; with
--- SYGNO_SOURCES=N, spread over N sources (names gh-0 .. gh-N-1).
+-- SYGNO_SOURCES=N, spread over N sources (names gh-0 .. gh-N-1; unset or 0:
+-- events without a source).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["x-api-key"] = os.getenv("SYGNO_WRITE_KEY")

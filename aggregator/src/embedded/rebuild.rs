@@ -53,21 +53,23 @@ pub async fn rebuild(
     let mut checkpoint = 0;
     let mut read = 0u64;
     let mut summaries = 0;
+    let mut carried = BTreeMap::new();
     while checkpoint < target {
         let events = feed.read_after(checkpoint, BATCH).await?;
         let Some(last) = events.last() else {
             break;
         };
         let last = last.seq;
-        let folded = fold_batch(store, generation, &scopes, &events, max_fields).await?;
+        let folded = fold_batch(store, generation, &scopes, &carried, &events, max_fields).await?;
         summaries += folded.batch.summaries.len();
         store
             .commit(AggregateCommit {
                 generation,
-                summaries: folded.batch.summaries.into_iter().collect(),
+                summaries: folded.batch.summaries.clone().into_iter().collect(),
                 ..AggregateCommit::default()
             })
             .await?;
+        carried = folded.batch.summaries;
         scopes.extend(folded.batch.scopes);
         latest.extend(folded.latest);
         checkpoint = last;

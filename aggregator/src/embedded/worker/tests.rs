@@ -226,6 +226,36 @@ async fn rebuild_gives_the_rows_incremental_processing_gave() {
 }
 
 #[tokio::test]
+async fn summaries_carried_from_batch_to_batch_equal_a_rebuild() {
+    // Many small batches landing in the same minutes and hours: each
+    // batch takes the previous one's summaries from memory, not storage.
+    let f = fixture();
+    let mut worker = f.worker(T0).await;
+    for i in 0..120i64 {
+        let t = T0 - 3 * MINUTE_MS + (i % 3) * MINUTE_MS;
+        let name = if i % 2 == 0 { "b" } else { "raw" };
+        f.write_as(
+            name,
+            t,
+            &format!(r#"{{"x": {}, "y": -{i}}}"#, i as f64 / 7.0),
+        )
+        .await;
+        if i % 3 == 2 {
+            assert_eq!(worker.step(T0).await.expect("step"), 3);
+        }
+    }
+    let incremental = f.rows().await;
+    let stats = f.row(ExposeKind::DayStats).await;
+    assert_eq!(stats["count"], 120, "{stats}");
+    assert_eq!(stats["fields"]["x"]["count"], 120, "{stats}");
+    assert_eq!(stats["fields"]["y"]["min"], -119.0, "{stats}");
+    rebuild::rebuild(&f.store, &f.store, DEFAULT_MAX_FIELDS, T0, &mut |_, _| {})
+        .await
+        .expect("rebuild");
+    assert_eq!(f.rows().await, incremental, "bit-for-bit equal rows");
+}
+
+#[tokio::test]
 async fn run_catches_up_then_stops_with_its_checkpoint_committed() {
     let f = fixture();
     for i in 0..50 {
