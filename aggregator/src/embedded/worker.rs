@@ -151,12 +151,16 @@ impl Worker {
         Some(interval.saturating_sub(elapsed))
     }
 
-    /// The least interval between live renders: the configured one, or
+    /// The least interval between live renders: the configured one (none:
+    /// every batch renders), or
     /// ten times the last render's duration up to
     /// [`MAX_LIVE_RENDER_INTERVAL`] when rendering is slow (many
     /// aggregates touched), so rendering takes at most about a tenth of
     /// the worker's time while rows stay within the contract's 1 s.
     fn live_render_interval(&self) -> Duration {
+        if self.live_interval.is_zero() {
+            return Duration::ZERO; // every batch, as configured
+        }
         let cost = Duration::from_millis(u64::try_from(self.render_cost).unwrap_or(0));
         self.live_interval
             .max((cost * 10).min(MAX_LIVE_RENDER_INTERVAL))

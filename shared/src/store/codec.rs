@@ -1,12 +1,12 @@
 //! The persisted forms of the aggregates, shared by the adapters.
 //!
-//! A [`Summary`] is compact JSON,
-//! `{"e": events, "f": {"path": [count, mean, sd, min, max]}}` (see
-//! [`Moments`]). serde_json is built with `float_roundtrip`, so every f64
-//! reads back to the same bits.
-//!
-//! [`FORMAT`] names this form; stores keep it beside their summaries and
-//! remake summaries written in an older form (they are derived data).
+//! A [`Summary`] is little-endian binary (see [`encode_summary`]): its
+//! size is the paths' bytes plus a fixed 42 bytes per field, whatever the
+//! paths hold (JSON would escape a control character to six bytes, and
+//! DynamoDB's 4 MB transaction is sized by the worst case) and every f64
+//! reads back to the same bits. Summaries written by earlier versions as
+//! JSON, `{"e": events, "f": {"path": [count, mean, sd, min, max]}}`,
+//! still read.
 
 use crate::domain::fold::{LatestKey, ScopeState};
 use crate::domain::limit::FieldLimit;
@@ -15,30 +15,94 @@ use crate::domain::summary::Summary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The summary format's version. 1: `[count, mean, m2]`; 2: this one.
-pub const FORMAT: u32 = 2;
+/// The first byte of a binary summary (never `{`, which starts the JSON
+/// form of earlier versions).
+const SUMMARY_MAGIC: u8 = 0xB3;
 
-#[derive(Serialize, Deserialize)]
-struct SummaryRecord {
+/// Bytes a summary's field takes besides its path: the path's length
+/// (u16), count (u64) and mean, sd, min, max (f64).
+pub const SUMMARY_FIELD_BYTES: usize = 2 + 8 + 4 * 8;
+
+/// Bytes a summary takes besides its fields: magic, events (u64).
+pub const SUMMARY_HEADER_BYTES: usize = 1 + 8;
+
+/// `summary` as bytes: [`SUMMARY_MAGIC`], events, then per field (in path
+/// order) the path's length and bytes, count, mean, sd, min, max. Paths
+/// are at most 256 bytes (the write path's limit), so their length fits.
+pub fn encode_summary(summary: &Summary) -> Vec<u8> {
+    let paths: usize = summary.fields.keys().map(String::len).sum();
+    let mut out = Vec::with_capacity(
+        SUMMARY_HEADER_BYTES + paths + SUMMARY_FIELD_BYTES * summary.fields.len(),
+    );
+    out.push(SUMMARY_MAGIC);
+    out.extend(summary.events.to_le_bytes());
+    for (path, m) in &summary.fields {
+        let len = u16::try_from(path.len()).unwrap_or(u16::MAX);
+        out.extend(len.to_le_bytes());
+        out.extend(&path.as_bytes()[..usize::from(len)]);
+        out.extend(m.count.to_le_bytes());
+        for x in [m.mean, m.sd, m.min, m.max] {
+            out.extend(x.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// A summary in either stored form (binary, or the JSON of earlier
+/// versions).
+pub fn decode_summary(bytes: &[u8]) -> Result<Summary, CodecError> {
+    match bytes.first() {
+        Some(&SUMMARY_MAGIC) => {
+            decode_binary_summary(&bytes[1..]).ok_or(CodecError::Summary(bytes.len()))
+        }
+        _ => decode_json_summary(bytes).map_err(CodecError::Json),
+    }
+}
+
+fn decode_binary_summary(mut rest: &[u8]) -> Option<Summary> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = rest.split_at_checked(n)?;
+        *rest = tail;
+        Some(head)
+    }
+    fn word(rest: &mut &[u8]) -> Option<[u8; 8]> {
+        take(rest, 8)?.try_into().ok()
+    }
+    let mut summary = Summary {
+        events: u64::from_le_bytes(word(&mut rest)?),
+        ..Summary::default()
+    };
+    while !rest.is_empty() {
+        let len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
+        let path = std::str::from_utf8(take(&mut rest, usize::from(len))?).ok()?;
+        let count = u64::from_le_bytes(word(&mut rest)?);
+        let mut x = [0.0; 4];
+        for v in &mut x {
+            *v = f64::from_le_bytes(word(&mut rest)?);
+        }
+        let [mean, sd, min, max] = x;
+        summary.fields.insert(
+            path.to_owned(),
+            Moments {
+                count,
+                mean,
+                sd,
+                min,
+                max,
+            },
+        );
+    }
+    Some(summary)
+}
+
+#[derive(Deserialize)]
+struct JsonSummary {
     e: u64,
     f: BTreeMap<String, (u64, f64, f64, f64, f64)>,
 }
 
-pub fn encode_summary(summary: &Summary) -> String {
-    let record = SummaryRecord {
-        e: summary.events,
-        f: summary
-            .fields
-            .iter()
-            .map(|(k, m)| (k.clone(), (m.count, m.mean, m.sd, m.min, m.max)))
-            .collect(),
-    };
-    // Every stored moment is finite (see `Moments`), so this serializes.
-    serde_json::to_string(&record).unwrap_or_default()
-}
-
-pub fn decode_summary(text: &str) -> Result<Summary, serde_json::Error> {
-    let record: SummaryRecord = serde_json::from_str(text)?;
+fn decode_json_summary(bytes: &[u8]) -> Result<Summary, serde_json::Error> {
+    let record: JsonSummary = serde_json::from_slice(bytes)?;
     Ok(Summary {
         events: record.e,
         fields: record
@@ -112,6 +176,8 @@ pub enum CodecError {
     Json(#[source] serde_json::Error),
     #[error("field limit state is {0} bytes, not a whole number of entries")]
     Limit(usize),
+    #[error("a binary summary of {0} bytes is cut short or not UTF-8")]
+    Summary(usize),
 }
 
 /// The persisted form of a [`FieldLimit`]: little-endian binary, 16 bytes
@@ -181,8 +247,26 @@ mod tests {
             summary.record(&Fields::from([("a.b".to_owned(), v)]));
         }
         summary.record(&Fields::new());
-        let back = decode_summary(&encode_summary(&summary)).ok();
-        assert_eq!(back, Some(summary));
+        summary.record(&Fields::from([("q\"\u{1}é".to_owned(), f64::MIN_POSITIVE)]));
+        let bytes = encode_summary(&summary);
+        assert_eq!(
+            bytes.len(),
+            SUMMARY_HEADER_BYTES + 3 + 5 + 2 * SUMMARY_FIELD_BYTES,
+            "paths' bytes plus a fixed size per field"
+        );
+        assert_eq!(decode_summary(&bytes).ok(), Some(summary.clone()));
+        for cut in 1..bytes.len() {
+            let partial = decode_summary(&bytes[..cut]);
+            assert!(
+                partial.is_err()
+                    || cut == SUMMARY_HEADER_BYTES
+                    || cut == SUMMARY_HEADER_BYTES + 3 + SUMMARY_FIELD_BYTES,
+                "cut at {cut}: {partial:?}"
+            );
+        }
+        let json = br#"{"e":2,"f":{"a":[2,1.5,0.5,1.0,2.0]}}"#;
+        let legacy = decode_summary(json).expect("the JSON form of earlier versions");
+        assert_eq!((legacy.events, legacy.fields["a"].sd), (2, 0.5));
 
         let mut state = ScopeState {
             events: 3,

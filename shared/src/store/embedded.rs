@@ -70,7 +70,7 @@ BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 /// The aggregates' schema version (`PRAGMA user_version`): a store of an
 /// older one has its aggregates dropped at open, and the worker folds the
 /// log again from the start (aggregates are derived data).
-const AGGREGATES_VERSION: i64 = 3;
+const AGGREGATES_VERSION: i64 = 4;
 
 const AGGREGATES_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -83,7 +83,7 @@ CREATE TABLE IF NOT EXISTS summaries (
     scope TEXT NOT NULL,
     tier INTEGER NOT NULL,
     idx INTEGER NOT NULL,
-    summary TEXT NOT NULL,
+    summary BLOB NOT NULL,
     PRIMARY KEY (generation, scope, tier, idx)
 );
 CREATE TABLE IF NOT EXISTS scopes (
@@ -576,7 +576,7 @@ impl AggregateStore for EmbeddedStore {
                 .map_err(sql_err)?;
             let mut out = Vec::new();
             for key in keys {
-                let text: Option<String> = stmt
+                let bytes: Option<Vec<u8>> = stmt
                     .query_row(
                         params![
                             generation,
@@ -588,8 +588,8 @@ impl AggregateStore for EmbeddedStore {
                     )
                     .optional()
                     .map_err(sql_err)?;
-                if let Some(text) = text {
-                    let summary = decode_summary(&text)
+                if let Some(bytes) = bytes {
+                    let summary = decode_summary(&bytes)
                         .map_err(|e| StoreError::Corrupt(format!("summary {key:?}: {e}")))?;
                     out.push((key, summary));
                 }
@@ -623,17 +623,17 @@ impl AggregateStore for EmbeddedStore {
                             range.start,
                             range.end
                         ],
-                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
                     )
                     .map_err(sql_err)?;
                 for row in rows {
-                    let (index, text) = row.map_err(sql_err)?;
+                    let (index, bytes) = row.map_err(sql_err)?;
                     let key = SummaryKey {
                         scope: scope.clone(),
                         tier,
                         index,
                     };
-                    let summary = decode_summary(&text)
+                    let summary = decode_summary(&bytes)
                         .map_err(|e| StoreError::Corrupt(format!("summary {key:?}: {e}")))?;
                     out.push((key, summary));
                 }

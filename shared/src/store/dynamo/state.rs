@@ -29,7 +29,8 @@
 //!   the rendered `latest` row, at most the event's 64 KiB plus its frame).
 //! - summaries: `pk` `m#<g>#<scope>` (minute buckets) or `h#<g>#<scope>`
 //!   (hour blocks), `sk` the index as 20 digits (order-preserving for
-//!   negative indices), `sum` the summary in [`crate::store::codec`] form.
+//!   negative indices), `sum` the summary in [`crate::store::codec`]'s
+//!   binary form (B; a JSON string, S, from earlier versions still reads).
 //!
 //! # Rows (`pk` `rows`)
 //! `sk` `v#<scope>#<kind>` holds one `expose` document in `doc` with the
@@ -264,11 +265,17 @@ fn is_validation(error: &TransactWriteItemsError) -> bool {
     error.code() == Some("ValidationException")
 }
 
+/// A summary item's `sum`: binary, or the JSON string of earlier versions.
 fn summary_of(item: &Item) -> Result<Summary> {
-    decode_summary(get_s(item, SUMMARY)?).map_err(|e| StoreError::Corrupt(format!("summary: {e}")))
+    let bytes = match item.get(SUMMARY) {
+        Some(AttributeValue::B(blob)) => blob.as_ref(),
+        Some(AttributeValue::S(text)) => text.as_bytes(),
+        _ => return Err(StoreError::Corrupt("summary item without `sum`".into())),
+    };
+    decode_summary(bytes).map_err(|e| StoreError::Corrupt(format!("summary: {e}")))
 }
 
-/// The largest payload (a summary's JSON, a row's text) one item carries:
+/// The largest payload (a summary's bytes, a row's text) one item carries:
 /// DynamoDB takes 400 KB per item, and the rest of an item (keys, version,
 /// chunk count) is under 1 KB.
 pub const MAX_CHUNK_BYTES: usize = 300 * 1024;
@@ -357,20 +364,19 @@ fn join_summary(parts: &[Item]) -> Result<Summary> {
     Ok(summary)
 }
 
-/// A summary's JSON in pieces of at most [`MAX_CHUNK_BYTES`], split
-/// between fields (the first carries the event count).
-fn summary_chunks(summary: &Summary) -> Vec<String> {
+/// A summary's stored form in pieces of at most [`MAX_CHUNK_BYTES`],
+/// split between fields; the first carries the event count.
+fn summary_chunks(summary: &Summary) -> Vec<Vec<u8>> {
     let mut chunks: Vec<Summary> = vec![Summary {
         events: summary.events,
         ..Summary::default()
     }];
-    let mut size = 0;
+    let mut size = codec::SUMMARY_HEADER_BYTES;
     for (path, moments) in &summary.fields {
-        // The escaped path, and five numbers of at most 24 characters.
-        let cost = serde_json::to_string(path).map_or(6 * path.len(), |p| p.len()) + 136;
-        if size + cost > MAX_CHUNK_BYTES && size > 0 {
+        let cost = path.len() + codec::SUMMARY_FIELD_BYTES;
+        if size + cost > MAX_CHUNK_BYTES && size > codec::SUMMARY_HEADER_BYTES {
             chunks.push(Summary::default());
-            size = 0;
+            size = codec::SUMMARY_HEADER_BYTES;
         }
         if let Some(last) = chunks.last_mut() {
             last.fields.insert(path.clone(), *moments);
@@ -830,7 +836,7 @@ impl DynamoStore {
         }
         for ((generation, key), summary) in commit.summaries {
             let chunks = summary_chunks(summary);
-            for (chunk, text) in chunks.iter().enumerate() {
+            for (chunk, bytes) in chunks.iter().enumerate() {
                 let mut item = Item::new();
                 item.insert(PK.into(), s(tier_pk(*generation, &key.scope, key.tier)));
                 item.insert(SK.into(), s(chunk_sk(key.index, chunk)));
@@ -839,7 +845,7 @@ impl DynamoStore {
                 if chunk == 0 {
                     item.insert(CHUNKS.into(), n(chunks.len()));
                 }
-                item.insert(SUMMARY.into(), s(text.clone()));
+                item.insert(SUMMARY.into(), AttributeValue::B(bytes.clone().into()));
                 items_bytes.push(item_bytes(&item));
                 writes.push(self.put_item(item)?);
             }

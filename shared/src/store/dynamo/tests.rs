@@ -440,6 +440,86 @@ async fn summaries_and_rows_at_the_limits_are_split_under_the_item_limit() {
     );
 }
 
+/// The largest transaction one event can make at the limits: its source
+/// and the all-events aggregate each with a minute and an hour summary of
+/// 2,000 fields whose 256-byte paths are control characters (six bytes
+/// each in JSON), and both scope items with a full field limit (2,000
+/// admitted, 10,000 dropped) and a 64 KiB `latest` row. DynamoDB takes it
+/// (the test server refuses transactions over 4 MB, as DynamoDB does).
+#[tokio::test]
+async fn one_events_largest_commit_fits_one_transaction() {
+    let Some(store) = store().await else { return };
+    let path = |i: usize| {
+        let head = format!("{i:05}");
+        let fill = crate::domain::fields::MAX_PATH_BYTES - head.len();
+        format!("{head}{}", "\u{1}".repeat(fill))
+    };
+    let fields: crate::domain::fields::Fields = (0..2_000)
+        .map(|i| (path(i), -1.234_567_890_123_456_7e-300 * i as f64))
+        .collect();
+    let mut wide = Summary::default();
+    wide.record(&fields);
+    let mut state = ScopeState::default();
+    state.fields.admit(&fields, 60_000, 2_000);
+    let more: crate::domain::fields::Fields =
+        (0..10_000).map(|i| (format!("more.{i}"), 1.0)).collect();
+    state.fields.admit(&more, 60_000, 2_000);
+    assert_eq!(
+        (state.fields.admitted.len(), state.fields.dropped.len()),
+        (2_000, 10_000)
+    );
+    let latest = format!(r#"{{"data":"{}"}}"#, "x".repeat(65_536));
+    let scopes = [Scope::All, Scope::Source("gh".into())];
+    let summaries: Vec<_> = scopes
+        .iter()
+        .flat_map(|scope| {
+            [Tier::Minute, Tier::Hour].map(|tier| {
+                let key = SummaryKey {
+                    scope: scope.clone(),
+                    tier,
+                    index: 1,
+                };
+                ((3, key), wide.clone())
+            })
+        })
+        .collect();
+    let items: Vec<_> = scopes
+        .iter()
+        .map(|scope| {
+            let item = ScopeItem {
+                state: state.clone(),
+                latest: Some(latest.clone()),
+            };
+            ((3, scope.clone()), item)
+        })
+        .collect();
+    store
+        .commit_state(StateCommit {
+            state: &AggState {
+                version: 1,
+                ..AggState::default()
+            },
+            scopes: &items,
+            summaries: &summaries,
+        })
+        .await
+        .expect("one transaction");
+    let summary_bytes = crate::store::codec::encode_summary(&wide).len();
+    let limit_bytes = crate::store::codec::encode_limit(&state.fields).len();
+    let total = 4 * summary_bytes + 2 * (limit_bytes + latest.len());
+    assert!(total < 3_500_000, "{total} bytes");
+    eprintln!(
+        "largest commit of one event: about {total} bytes \
+         (4 summaries of {summary_bytes}, 2 field limits of {limit_bytes}, 2 latest rows of {})",
+        latest.len()
+    );
+    let read = store
+        .read_summaries(&[summaries[3].0.clone()])
+        .await
+        .expect("read");
+    assert_eq!(read[&summaries[3].0], wide, "bit for bit");
+}
+
 /// The test server enforces DynamoDB's size limits (scripts/moto_server.py):
 /// a PutItem over 400 KB is refused, a transaction holding one is cancelled
 /// with the reason ValidationError (a `Rejected` commit, never retried as a
