@@ -102,12 +102,14 @@ pub fn rows(
             })
         });
         cache.retain_used();
-        for (kind, doc) in render_windows(end, &windows, state.fields.dropped()) {
+        for (kind, doc) in render_windows(end, &windows, state.fields.dropped_before(end)) {
             out.views.push(((*scope).clone(), kind, doc));
         }
         if let Some(name) = scope.name() {
-            out.sources
-                .push((name.to_owned(), render_source(name, state, &windows[1])));
+            out.sources.push((
+                name.to_owned(),
+                render_source(name, state, &windows[1], end),
+            ));
         }
     }
     out

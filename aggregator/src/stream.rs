@@ -344,14 +344,27 @@ impl Aggregator {
             .iter()
             .map(|(scope, item)| (scope, &item.state))
             .collect();
-        let end = window_end(now);
-        let mut rows = render(store, live, &to_render, &fresh, &mut cache.windows, end).await?;
-        rows.version = next.version;
-        rows.views.extend(items.iter().filter_map(|(scope, item)| {
-            let doc = item.latest.clone()?;
-            Some((scope.clone(), ExposeKind::Latest, doc))
-        }));
-        if let Err(e) = store.write_rows(rows).await {
+        let latest: Vec<(Scope, ExposeKind, String)> = items
+            .iter()
+            .filter_map(|(scope, item)| {
+                let doc = item.latest.clone()?;
+                Some((scope.clone(), ExposeKind::Latest, doc))
+            })
+            .collect();
+        let published = publish(
+            store,
+            &mut cache.windows,
+            Publish {
+                generation: live,
+                scopes: &to_render,
+                fresh: &fresh,
+                end: window_end(now),
+                version: next.version,
+                latest,
+            },
+        )
+        .await;
+        if let Err(e) = published {
             // The events are committed; the next render or roll writes the rows.
             tracing::warn!(error.cause_chain = ?e, "rows could not be written; the next render will");
         }
@@ -419,20 +432,25 @@ impl Aggregator {
                 summaries: &[],
             })
             .await?;
+        cache.valid_at = Some((next.version, next.generation));
+        // `rendered_end` is committed: a failure from here on leaves the
+        // rows behind until the next batch renders its aggregates or the
+        // next minute's roll renders them all.
         let scopes = store.query_scopes(next.generation).await?;
         let all: Vec<(&Scope, &ScopeState)> = scopes.iter().map(|(s, i)| (s, &i.state)).collect();
-        let mut rows = render(
+        publish(
             store,
-            next.generation,
-            &all,
-            &BTreeMap::new(),
             &mut cache.windows,
-            end,
+            Publish {
+                generation: next.generation,
+                scopes: &all,
+                fresh: &BTreeMap::new(),
+                end,
+                version: next.version,
+                latest: Vec::new(),
+            },
         )
         .await?;
-        rows.version = next.version;
-        cache.valid_at = Some((next.version, next.generation));
-        store.write_rows(rows).await?;
         Ok(true)
     }
 }
@@ -498,6 +516,60 @@ pub(crate) async fn render(
         out.sources.extend(rendered.sources);
     }
     Ok(out)
+}
+
+/// Rows to render and write after a commit of state `version`.
+struct Publish<'a> {
+    generation: u64,
+    scopes: &'a [(&'a Scope, &'a ScopeState)],
+    fresh: &'a BTreeMap<SummaryKey, Summary>,
+    end: Millis,
+    version: u64,
+    /// `latest` rows to write with them.
+    latest: Vec<(Scope, ExposeKind, String)>,
+}
+
+/// Attempts at rendering and writing a commit's rows.
+const PUBLISH_ATTEMPTS: u32 = 5;
+
+/// Renders and writes a committed version's rows, trying again when a
+/// summary was caught between two commits' chunks (a conflict) or the
+/// store did not answer: the commit stands whatever happens here, so a
+/// retry of the commit would find nothing to do and render nothing.
+async fn publish(
+    store: &DynamoStore,
+    caches: &mut HashMap<Scope, WindowCache>,
+    rows: Publish<'_>,
+) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        let written = async {
+            let mut out = render(
+                store,
+                rows.generation,
+                rows.scopes,
+                rows.fresh,
+                caches,
+                rows.end,
+            )
+            .await?;
+            out.version = rows.version;
+            out.views.extend(rows.latest.iter().cloned());
+            store.write_rows(out).await
+        }
+        .await;
+        match written {
+            Err(StoreError::Conflict(_) | StoreError::Unavailable(_))
+                if attempt < PUBLISH_ATTEMPTS =>
+            {
+                tracing::debug!(attempt, "rendering rows failed; trying again");
+                let jitter = rand::rng().random_range(0..20 * u64::from(attempt));
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Runs `attempt` again while it fails with a conflict, with jittered

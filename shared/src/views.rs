@@ -147,15 +147,16 @@ pub fn render_windows(
     rows
 }
 
-/// A source's entry in `GET /source/sources`; `week` is its 7-day window.
-pub fn render_source(name: &str, state: &ScopeState, week: &Summary) -> String {
+/// A source's entry in `GET /source/sources`; `week` is its 7-day window,
+/// ending at `end`.
+pub fn render_source(name: &str, state: &ScopeState, week: &Summary, end: Millis) -> String {
     let doc = SourceDoc {
         name,
         events: state.events,
         first_event_time: state.first_event_time.map(format_rfc3339),
         last_event_time: state.last_event_time.map(format_rfc3339),
         fields: week.fields.len(),
-        fields_dropped: state.fields.dropped(),
+        fields_dropped: state.fields.dropped_before(end),
     };
     serde_json::to_string(&doc).unwrap_or_else(|_| String::from("null"))
 }

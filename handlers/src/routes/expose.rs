@@ -68,19 +68,34 @@ pub async fn expose(
     };
     match state.views.view(&scope, kind).await? {
         Some(doc) => Ok(envelope(StatusCode::OK, kind.as_str(), &doc)),
-        // A source's rows exist from its first aggregated event on.
-        None if scope != Scope::All => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_source",
-            "no event of this source has been aggregated",
-        )),
+        // A source's rows exist from its first aggregated event on: its
+        // `latest` row at once, its window rows from the next render (a
+        // fraction of a second later), so until then its window is empty.
+        None if scope != Scope::All && kind != ExposeKind::Latest => {
+            match state.views.view(&scope, ExposeKind::Latest).await? {
+                Some(_) => Ok(empty_window(kind)),
+                None => Err(unknown_source()),
+            }
+        }
+        None if scope != Scope::All => Err(unknown_source()),
         None if kind == ExposeKind::Latest => Err(ApiError::not_found(
             "no event has been written yet".to_owned(),
         )),
         // No row yet means no event was ever aggregated: an empty window.
-        None => {
-            let doc = render_window(kind, window_end(now_ms()), &Summary::default(), 0);
-            Ok(envelope(StatusCode::OK, kind.as_str(), &doc))
-        }
+        None => Ok(empty_window(kind)),
     }
+}
+
+/// A window of no events, ending now.
+fn empty_window(kind: ExposeKind) -> Response {
+    let doc = render_window(kind, window_end(now_ms()), &Summary::default(), 0);
+    envelope(StatusCode::OK, kind.as_str(), &doc)
+}
+
+fn unknown_source() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_source",
+        "no event of this source has been aggregated",
+    )
 }

@@ -739,6 +739,34 @@ fn bad_inputs() -> Vec<Bad> {
     ]
 }
 
+/// Between a new source's first batch (its `latest` row) and the next
+/// render (its window rows), the source is known: an empty window, not
+/// 404.
+#[tokio::test]
+async fn a_source_whose_windows_are_not_rendered_yet_has_empty_windows() {
+    use sygno_shared::domain::expose::ExposeKind;
+    use sygno_shared::domain::fold::Scope;
+    use sygno_shared::store::AggregateCommit;
+    let h = harness();
+    let gh = Scope::Source("gh".into());
+    h.store
+        .commit(AggregateCommit {
+            expected_checkpoint: Some(0),
+            checkpoint: Some(0),
+            views: vec![(gh, ExposeKind::Latest, r#"{"id":"x"}"#.into())],
+            ..AggregateCommit::default()
+        })
+        .await
+        .expect("commit");
+    let body = r#"{"type": "24h_stats", "name": "gh"}"#;
+    let (status, doc) = send(&h.app, post("/source/expose", Some(READ), body)).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["data"]["count"], 0, "{doc}");
+    let body = r#"{"type": "24h_stats", "name": "other"}"#;
+    let (status, doc) = send(&h.app, post("/source/expose", Some(READ), body)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{doc}");
+}
+
 #[tokio::test]
 async fn bad_inputs_get_clear_errors_and_store_nothing() {
     let h = harness();

@@ -43,16 +43,29 @@ pub fn parse_max_fields(value: Option<&str>) -> Result<usize, String> {
 }
 
 /// The field limit's state (see the module docs).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FieldLimit {
     /// Hash of an aggregated path -> the last minute an event carried it.
     pub admitted: BTreeMap<u64, i64>,
     /// Hash of a dropped path -> the last minute an event carried it.
     pub dropped: BTreeMap<u64, i64>,
-    /// The latest `event_time` seen.
+    /// The latest `event_time` seen (`Millis::MIN` before any: event
+    /// times go back to year 1).
     pub clock: Millis,
-    /// When entries older than the window were last removed.
+    /// When entries older than the window were last removed
+    /// (`Millis::MIN`: never).
     pub swept: Millis,
+}
+
+impl Default for FieldLimit {
+    fn default() -> Self {
+        FieldLimit {
+            admitted: BTreeMap::new(),
+            dropped: BTreeMap::new(),
+            clock: Millis::MIN,
+            swept: Millis::MIN,
+        }
+    }
 }
 
 /// What [`FieldLimit::admit`] decided for one event.
@@ -75,7 +88,7 @@ impl FieldLimit {
         if event_time > self.clock {
             self.clock = event_time;
         }
-        if self.clock - self.swept >= MINUTE_MS {
+        if self.clock.saturating_sub(self.swept) >= MINUTE_MS {
             self.sweep();
         }
         let minute = bucket_of(event_time);
@@ -151,8 +164,18 @@ impl FieldLimit {
         self.dropped.values().filter(|m| **m >= from).count()
     }
 
+    /// Distinct paths dropped within the 7-day window ending at `end` (a
+    /// rendered window's: an idle aggregate's old drops age out of its
+    /// rows although no event moved its clock).
+    pub fn dropped_before(&self, end: Millis) -> usize {
+        let from = self
+            .window_start()
+            .max(bucket_of(end.saturating_sub(WEEK_MS)));
+        self.dropped.values().filter(|m| **m >= from).count()
+    }
+
     fn window_start(&self) -> i64 {
-        bucket_of(self.clock - WEEK_MS)
+        bucket_of(self.clock.saturating_sub(WEEK_MS))
     }
 
     fn sweep(&mut self) {
@@ -196,6 +219,30 @@ mod tests {
         let later = limit.admit(&fields(&["c"]), 8 * DAY_MS, 2);
         assert_eq!(later.subset, None);
         assert_eq!((limit.aggregated(), limit.dropped()), (1, 0));
+    }
+
+    #[test]
+    fn events_before_1970_sweep_and_count_like_any_others() {
+        let mut limit = FieldLimit::default();
+        let y1900 = -2_208_988_800_000;
+        limit.admit(&fields(&["a", "b"]), y1900, 2);
+        assert_eq!(limit.aggregated(), 2);
+        assert!(limit
+            .admit(&fields(&["c"]), y1900 + DAY_MS, 2)
+            .subset
+            .is_some());
+        assert_eq!(limit.dropped(), 1);
+        let later = limit.admit(&fields(&["c"]), y1900 + 9 * DAY_MS, 2);
+        assert_eq!(later.subset, None, "a and b left the window");
+        assert_eq!((limit.aggregated(), limit.dropped()), (1, 0));
+    }
+
+    #[test]
+    fn drops_age_out_of_a_window_ending_after_the_last_event() {
+        let mut limit = FieldLimit::default();
+        limit.admit(&fields(&["a", "b"]), 0, 1);
+        assert_eq!(limit.dropped_before(DAY_MS), 1);
+        assert_eq!(limit.dropped_before(8 * DAY_MS), 0, "an idle week later");
     }
 
     #[test]
