@@ -21,7 +21,7 @@
 pub mod rebuild;
 pub mod worker;
 
-pub use worker::{Clock, Worker};
+pub use worker::Worker;
 
 use crate::render::{self, Rendered};
 use std::collections::{BTreeMap, HashMap};

@@ -8,9 +8,10 @@ use crate::routes::{app, AppState};
 use std::future::Future;
 use std::sync::Arc;
 use sygno_aggregator::control;
+use sygno_aggregator::dynamo::{self, poller::Poller};
 use sygno_aggregator::embedded::rebuild::{rebuild, Rebuilt};
-use sygno_aggregator::embedded::worker::{self, Clock, Worker};
-use sygno_aggregator::stream::{self, poller::Poller};
+use sygno_aggregator::embedded::worker::{self, Worker};
+use sygno_aggregator::Clock;
 use sygno_shared::domain::auth::ApiKeys;
 use sygno_shared::store::dynamo::DynamoStore;
 use sygno_shared::store::embedded::EmbeddedStore;
@@ -81,14 +82,14 @@ pub async fn serve_dynamo(
     streams: aws_sdk_dynamodbstreams::Client,
     keys: ApiKeys,
     clock: Clock,
-    rebuild_options: stream::rebuild::Options,
+    rebuild_options: dynamo::rebuild::Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let poller = Poller::new(store.clone(), streams, rebuild_options.max_fields).await?;
     let (stop, stopped) = watch::channel(false);
-    let poller_task = tokio::spawn(stream::poller::run(poller, Arc::clone(&clock), stopped));
+    let poller_task = tokio::spawn(dynamo::poller::run(poller, Arc::clone(&clock), stopped));
     let (rebuild, requests) = control::channel();
-    let rebuild_task = tokio::spawn(stream::rebuild::serve_requests(
+    let rebuild_task = tokio::spawn(dynamo::rebuild::serve_requests(
         store.clone(),
         Arc::clone(&clock),
         rebuild_options,

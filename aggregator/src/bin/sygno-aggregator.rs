@@ -6,8 +6,8 @@
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
-use sygno_aggregator::stream::lambda::handle;
-use sygno_aggregator::stream::Aggregator;
+use sygno_aggregator::dynamo::lambda::handle;
+use sygno_aggregator::dynamo::Aggregator;
 use sygno_shared::domain::limit::parse_max_fields;
 use sygno_shared::store::dynamo::DynamoStore;
 

@@ -12,8 +12,9 @@
 //! may go on: events past the rebuild's checkpoint are folded by the next
 //! step.
 
-use super::{fold_batch, render, Clock, BATCH};
+use super::{fold_batch, render, BATCH};
 use crate::control::{RebuildState, RebuildStatus};
+use crate::Clock;
 use std::collections::{BTreeMap, HashMap};
 use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::{Scope, ScopeState};

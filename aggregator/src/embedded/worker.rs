@@ -3,6 +3,7 @@
 use super::rebuild::{self, Rebuilt};
 use super::{fold_batch, invalidate, render, BATCH};
 use crate::control::RebuildRequests;
+use crate::Clock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +14,6 @@ use sygno_shared::domain::time::{window_end, Millis};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::{AggregateCommit, AggregateStore, ChangeFeed, Result};
 use tokio::sync::watch;
-
-/// Milliseconds since the epoch, now. Injected so tests can move time.
-pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
 
 /// How often window rows are rendered while a backlog is folded.
 pub const RENDER_EVERY_MS: Millis = 1_000;

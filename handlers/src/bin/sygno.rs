@@ -11,8 +11,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 use std::time::Instant;
-use sygno_aggregator::stream;
-use sygno_aggregator::stream::rebuild::Progress;
+use sygno_aggregator::dynamo;
+use sygno_aggregator::dynamo::rebuild::Progress;
 use sygno_handlers::local::{rebuild_store, serve, serve_dynamo, system_clock};
 use sygno_shared::domain::auth::{ApiKeys, Role};
 use sygno_shared::domain::limit::{parse_max_fields, DEFAULT_MAX_FIELDS};
@@ -95,12 +95,12 @@ struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn rebuild_options(&self, force: bool) -> stream::rebuild::Options {
-        stream::rebuild::Options {
+    fn rebuild_options(&self, force: bool) -> dynamo::rebuild::Options {
+        dynamo::rebuild::Options {
             max_fields: self.max_fields,
             settle: Duration::from_secs(self.rebuild_settle_secs),
             force,
-            ..stream::rebuild::Options::default()
+            ..dynamo::rebuild::Options::default()
         }
     }
 
@@ -206,7 +206,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .ping()
             .await
             .with_context(|| format!("reaching DynamoDB table {table}"))?;
-        let streams = stream::poller::streams_client_from_env().await;
+        let streams = dynamo::poller::streams_client_from_env().await;
         let listener = bind(&args.addr).await?;
         let addr = listener.local_addr()?;
         writeln!(
@@ -284,7 +284,7 @@ async fn run_dynamo_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let report = stream::rebuild::rebuild(&store, &system_clock(), options, &mut progress)
+    let report = dynamo::rebuild::rebuild(&store, &system_clock(), options, &mut progress)
         .await
         .with_context(|| format!("rebuilding the aggregates of table {table}"))?;
     writeln!(

@@ -17,7 +17,7 @@
 //!   rebuild, 0 otherwise). `allocated` (N): the highest generation handed
 //!   out, so an abandoned rebuild's half-written generation is never reused.
 //! - `next_gen`, `next_cut`, `next_started`: a rebuild in progress (see
-//!   `sygno_aggregator::stream::rebuild`).
+//!   `sygno_aggregator::dynamo::rebuild`).
 //! - `rendered_end` (N, ms): where the windows of every aggregate's rows
 //!   were last rendered (by a roll, which renders them all).
 //!

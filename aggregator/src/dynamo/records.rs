@@ -2,7 +2,7 @@
 //! DynamoDB JSON event Lambda delivers, and the DynamoDB Streams API (whose
 //! records [`from_streams_api`] reshapes into the same JSON).
 
-use crate::stream::plan::StreamEvent;
+use crate::dynamo::plan::StreamEvent;
 use aws_lambda_events::event::dynamodb::EventRecord;
 use serde_json::{json, Value};
 use sygno_shared::store::dynamo::state::{is_log_partition, EventItem};

@@ -1,8 +1,8 @@
 //! The `sygno-aggregator` Lambda function's handler.
 //!
 //! Two kinds of invocation: a DynamoDB Streams batch (`Records`), applied
-//! with [`crate::stream::apply`]; anything else (the EventBridge schedule)
-//! rolls the windows forward with [`crate::stream::roll`].
+//! with [`crate::dynamo::apply`]; anything else (the EventBridge schedule)
+//! rolls the windows forward with [`crate::dynamo::roll`].
 //!
 //! The answer to a batch is a partial batch response
 //! (`ReportBatchItemFailures`): when a commit fails, the first event not
@@ -16,8 +16,8 @@
 //! applied meanwhile. An event DynamoDB refuses to aggregate (a commit too
 //! large even alone) is passed over and counted in `RejectedEvents`.
 
-use crate::stream::records::{decode, Record};
-use crate::stream::Aggregator;
+use crate::dynamo::records::{decode, Record};
+use crate::dynamo::Aggregator;
 use serde_json::{json, Value};
 use sygno_shared::domain::time::Millis;
 

@@ -1,6 +1,6 @@
 //! A DynamoDB Streams poller that does locally what the Lambda event source
 //! mapping does on AWS: reads every shard of the table's stream in order
-//! and hands each batch to [`crate::stream::apply`]; rolls the windows
+//! and hands each batch to [`crate::dynamo::apply`]; rolls the windows
 //! every minute. Used by `sygno serve --store dynamodb`.
 //!
 //! Shards are read from the trim horizon at start: events already applied
@@ -12,9 +12,9 @@
 //! An idle shard is read four times a second, within the API's five
 //! GetRecords calls per second per shard.
 
-use crate::embedded::Clock;
-use crate::stream::records::{decode, from_streams_api, Record};
-use crate::stream::Aggregator;
+use crate::dynamo::records::{decode, from_streams_api, Record};
+use crate::dynamo::Aggregator;
+use crate::Clock;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

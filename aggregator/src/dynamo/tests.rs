@@ -6,7 +6,7 @@ use super::lambda::handle;
 use super::poller::Poller;
 use super::rebuild::{self, Options, Progress};
 use super::*;
-use crate::embedded::Clock;
+use crate::Clock;
 use aws_sdk_dynamodbstreams::config::{BehaviorVersion, Region};
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use rand::seq::SliceRandom;

@@ -28,8 +28,8 @@
 //! start unless forced, and never reuses a generation.
 
 use crate::control::{RebuildRequests, RebuildState};
-use crate::embedded::Clock;
-use crate::stream::{render, retry_conflicts};
+use crate::dynamo::{render, retry_conflicts};
+use crate::Clock;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use sygno_shared::domain::expose::ExposeKind;
