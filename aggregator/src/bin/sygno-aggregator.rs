@@ -6,7 +6,7 @@
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
-use sygno_aggregator::dynamo::lambda::handle;
+use sygno_aggregator::dynamo::lambda::{handle, Response};
 use sygno_aggregator::dynamo::Aggregator;
 use sygno_shared::domain::limit::parse_max_fields;
 use sygno_shared::store::dynamo::DynamoStore;
@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
     let aggregator = &aggregator;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now = chrono::Utc::now().timestamp_millis();
-        Ok::<Value, Error>(handle(aggregator, &event.payload, now).await)
+        Ok::<Response, Error>(handle(aggregator, &event.payload, now).await)
     }))
     .await
 }

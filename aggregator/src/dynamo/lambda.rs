@@ -18,19 +18,44 @@
 
 use crate::dynamo::records::{decode, Record};
 use crate::dynamo::Aggregator;
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use serde::Serialize;
 use serde_json::{json, Value};
 use sygno_shared::domain::time::Millis;
 
+/// What an invocation answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    /// To a stream batch: the records to retry from
+    /// (`ReportBatchItemFailures`).
+    Batch(DynamoDbEventResponse),
+    /// To the schedule: whether the windows were rolled.
+    Rolled { rolled: bool },
+}
+
+impl Response {
+    /// The sequence numbers reported as failed (none for a roll).
+    pub fn failures(&self) -> Vec<&str> {
+        match self {
+            Response::Batch(batch) => batch
+                .batch_item_failures
+                .iter()
+                .filter_map(|f| f.item_identifier.as_deref())
+                .collect(),
+            Response::Rolled { .. } => Vec::new(),
+        }
+    }
+}
+
 /// Handles one invocation; never fails (failures are reported per record).
-pub async fn handle(aggregator: &Aggregator, payload: &Value, now: Millis) -> Value {
+pub async fn handle(aggregator: &Aggregator, payload: &Value, now: Millis) -> Response {
     let Some(records) = payload.get("Records").and_then(Value::as_array) else {
-        return match aggregator.roll(now).await {
-            Ok(rolled) => json!({ "rolled": rolled }),
-            Err(e) => {
-                tracing::error!(error.cause_chain = ?e, "rolling the windows failed");
-                json!({ "rolled": false })
-            }
-        };
+        let rolled = aggregator.roll(now).await.unwrap_or_else(|e| {
+            tracing::error!(error.cause_chain = ?e, "rolling the windows failed");
+            false
+        });
+        return Response::Rolled { rolled };
     };
     let mut failures = Vec::new();
     let mut events = Vec::with_capacity(records.len());
@@ -76,12 +101,13 @@ pub async fn handle(aggregator: &Aggregator, payload: &Value, now: Millis) -> Va
             failures.push(events[e.first_unapplied].sequence.clone());
         }
     }
-    // The shape of aws_lambda_events' DynamoDbEventResponse.
-    json!({
-        "batchItemFailures": failures
+    Response::Batch(DynamoDbEventResponse {
+        batch_item_failures: failures
             .into_iter()
-            .map(|sequence| json!({ "itemIdentifier": sequence }))
-            .collect::<Vec<_>>()
+            .map(|sequence| DynamoDbBatchItemFailure {
+                item_identifier: Some(sequence),
+            })
+            .collect(),
     })
 }
 

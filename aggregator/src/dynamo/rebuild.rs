@@ -74,6 +74,9 @@ pub struct Report {
     pub generation: u64,
     /// Events read from the log (at or before the cut).
     pub events: u64,
+    /// Log items that could not be aggregated (not events, or `data` not
+    /// a JSON object), skipped and logged by key, as the stream does.
+    pub skipped: u64,
     /// Summaries written.
     pub summaries: usize,
     pub cut: Millis,
@@ -128,7 +131,8 @@ pub async fn rebuild(
         .await;
     }
 
-    let (rebuilt, latest, events) = read_log(store, cut, options.max_fields, progress).await?;
+    let (rebuilt, latest, events, skipped) =
+        read_log(store, cut, options.max_fields, progress).await?;
     let total = rebuilt.summaries.len() + rebuilt.scopes.len();
     let mut merged = 0;
     let keys: Vec<SummaryKey> = rebuilt.summaries.keys().cloned().collect();
@@ -158,6 +162,7 @@ pub async fn rebuild(
     Ok(Report {
         generation,
         events,
+        skipped,
         summaries: rebuilt.summaries.len(),
         cut,
     })
@@ -237,7 +242,9 @@ async fn start(
 
 /// The log up to the cut, folded: scope states and summaries, the
 /// `latest` row of each aggregate, and the events read.
-type Folded = (Batch, BTreeMap<Scope, (LatestKey, String)>, u64);
+/// The fold of the log: summaries and states, `latest` rows, events read
+/// and items skipped.
+type Folded = (Batch, BTreeMap<Scope, (LatestKey, String)>, u64, u64);
 
 /// Reads every log shard (a paged `Query` each) and folds the events
 /// received at or before `cut` with the one fold. Shards are read one
@@ -252,11 +259,16 @@ async fn read_log(
     let mut batch = Batch::default();
     let mut latest: BTreeMap<Scope, (LatestKey, String)> = BTreeMap::new();
     let mut events = 0u64;
+    let mut skipped = 0u64;
     for shard in 0..LOG_SHARDS {
         let mut cursor = None;
         loop {
-            let (items, next) = store.read_log_page(shard, cursor).await?;
-            for item in items.iter().filter(|i| i.received_at <= cut) {
+            let page = store.read_log_page(shard, cursor).await?;
+            for (sk, why) in &page.skipped {
+                skipped += 1;
+                tracing::warn!(shard, sk = %sk, reason = why, "a log item that cannot be aggregated was skipped");
+            }
+            for item in page.events.iter().filter(|i| i.received_at <= cut) {
                 let folded = fold(&mut batch, &item.as_ref(), max_fields);
                 if !folded.latest_of.is_empty() {
                     let key = LatestKey::of(&item.as_ref());
@@ -268,13 +280,13 @@ async fn read_log(
                 events += 1;
             }
             progress(Progress::Read(events));
-            match next {
+            match page.cursor {
                 Some(next) => cursor = Some(next),
                 None => break,
             }
         }
     }
-    Ok((batch, latest, events))
+    Ok((batch, latest, events, skipped))
 }
 
 /// Merges rebuilt summaries into the next generation's (which hold the

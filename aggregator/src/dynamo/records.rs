@@ -5,14 +5,15 @@
 use crate::dynamo::plan::StreamEvent;
 use aws_lambda_events::event::dynamodb::EventRecord;
 use serde_json::{json, Value};
-use sygno_shared::store::dynamo::state::{is_log_partition, EventItem};
+use sygno_shared::store::dynamo::state::{EventItem, Partition};
 
 /// One stream record, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     /// A new event in the log.
     Event(StreamEvent),
-    /// Not an event insert (the aggregator's own writes): nothing to do.
+    /// Not an event insert (the aggregator's own writes, a change that is
+    /// not an insert): nothing to do.
     Ignored,
     /// A record that can never be decoded. `sequence` identifies it for
     /// a partial batch failure report, when it could be read at all.
@@ -47,15 +48,22 @@ pub fn decode(record: &Value) -> Record {
         .get("pk")
         .or_else(|| parsed.change.new_image.get("pk"));
     match pk {
-        Some(serde_dynamo::AttributeValue::S(pk)) if is_log_partition(pk) => {}
-        Some(_) => return Record::Ignored,
+        Some(serde_dynamo::AttributeValue::S(pk)) => match Partition::of(pk) {
+            Partition::Log => {}
+            Partition::Aggregates => return Record::Ignored,
+            Partition::Foreign => return poison("an item Sygno does not write".into()),
+        },
+        Some(_) => return poison("the record's key is not a string".into()),
         None => return poison("the record has no key".into()),
     }
     let Some(sequence) = parsed.change.sequence_number.clone() else {
         return poison("the record has no sequence number".into());
     };
     match serde_dynamo::from_item::<_, EventItem>(parsed.change.new_image) {
-        Ok(item) => Record::Event(StreamEvent { sequence, item }),
+        Ok(item) => match item.defect() {
+            None => Record::Event(StreamEvent { sequence, item }),
+            Some(why) => poison(why.into()),
+        },
         Err(_) => poison(
             "the new image is not an event item (an attribute is missing or mistyped)".into(),
         ),

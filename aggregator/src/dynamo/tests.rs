@@ -2,7 +2,7 @@
 //! fed with the stream records the server itself produced, read back from
 //! its Streams API and shaped as Lambda delivers them.
 
-use super::lambda::handle;
+use super::lambda::{handle, Response};
 use super::poller::Poller;
 use super::rebuild::{self, Options, Progress};
 use super::*;
@@ -125,14 +125,18 @@ fn batch(records: &[Value]) -> Value {
     json!({ "Records": records })
 }
 
-fn failures(response: &Value) -> Vec<String> {
+/// The failures a response reports, read back as Lambda reads the JSON.
+fn failures(response: &Response) -> Vec<String> {
+    let json = serde_json::to_value(response).expect("serializes");
     let parsed: aws_lambda_events::event::streams::DynamoDbEventResponse =
-        serde_json::from_value(response.clone()).expect("a partial batch response");
-    parsed
+        serde_json::from_value(json).expect("a partial batch response");
+    let failures: Vec<String> = parsed
         .batch_item_failures
         .into_iter()
         .filter_map(|f| f.item_identifier)
-        .collect()
+        .collect();
+    assert_eq!(response.failures(), failures);
+    failures
 }
 
 async fn row(store: &DynamoStore, kind: ExposeKind) -> Value {
@@ -258,7 +262,7 @@ async fn a_batch_counts_once_however_often_and_however_split_it_is_delivered() {
     assert_eq!(records.len(), 60);
 
     let response = handle(&agg, &batch(&records), NOW).await;
-    assert!(failures(&response).is_empty(), "{response}");
+    assert!(failures(&response).is_empty(), "{response:?}");
     let expected = reference_rows(&events, window_end(NOW));
     assert_rows_match(&rows(&store).await, &expected);
     let state = store.read_state().await.expect("state");
@@ -335,14 +339,38 @@ async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
     let parallel = rows(&store).await;
     assert_rows_match(&parallel, &expected);
 
-    // A rebuild from the log gives the same rows.
+    // A rebuild from the log gives the same rows; log items that cannot
+    // be aggregated (garbled, `data` not an object) are skipped.
     assert!(failures(&handle(&source_agg, &batch(&records), NOW).await).is_empty());
+    let s = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.into());
+    let n = |v: i64| aws_sdk_dynamodb::types::AttributeValue::N(v.to_string());
+    for (sk, data) in [("ev#garbled", None), ("ev#not-an-object", Some("[1]"))] {
+        let mut item = HashMap::from([
+            ("pk".to_owned(), s("log#00")),
+            ("sk".to_owned(), s(sk)),
+            ("event_id".to_owned(), s(sk)),
+            ("event_time".to_owned(), n(NOW - 5_000)),
+            ("received_at".to_owned(), n(NOW - 5_000)),
+            ("name".to_owned(), s("raw")),
+        ]);
+        if let Some(data) = data {
+            item.insert("data".to_owned(), s(data));
+        }
+        source
+            .client()
+            .put_item()
+            .table_name(source.table())
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("put");
+    }
     let clock: Clock = Arc::new(|| NOW);
     let options = options(Duration::ZERO, Duration::ZERO);
     let report = rebuild::rebuild(&source, &clock, options, &mut |_| {})
         .await
         .expect("rebuild");
-    assert_eq!(report.events, 120);
+    assert_eq!((report.events, report.skipped), (120, 2));
     assert_rows_match(&rows(&source).await, &expected);
 }
 
@@ -355,13 +383,30 @@ async fn a_poison_record_is_reported_and_the_rest_applied() {
     let events: Vec<NewEvent> = (0..10).map(|i| new_event(i, NOW - 1_000)).collect();
     write(&store, events.clone()).await;
     let mut records = stream_records(&store).await;
+    // Every kind of poison: a garbled attribute, a key-only image, `data`
+    // not a JSON object, an item Sygno does not write.
     records[4]["dynamodb"]["NewImage"]["event_time"] = json!({"S": "not a number"});
-    let poisoned = records[4]["dynamodb"]["SequenceNumber"].clone();
+    records[5]["dynamodb"]
+        .as_object_mut()
+        .map(|d| d.remove("NewImage"));
+    records[6]["dynamodb"]["NewImage"]["data"] = json!({"S": "[1, 2]"});
+    records[7]["dynamodb"]["Keys"]["pk"] = json!({"S": "someone-else#1"});
+    records[7]["dynamodb"]["NewImage"]["pk"] = json!({"S": "someone-else#1"});
+    let poisoned: Vec<String> = records[4..8]
+        .iter()
+        .map(|r| {
+            r["dynamodb"]["SequenceNumber"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
     let response = handle(&agg, &batch(&records), NOW).await;
-    assert_eq!(failures(&response), [poisoned.as_str().unwrap_or("")]);
+    assert_eq!(failures(&response), poisoned);
     let mut rest = events.clone();
-    rest.remove(4);
+    rest.drain(4..8);
     assert_rows_match(&rows(&store).await, &reference_rows(&rest, window_end(NOW)));
+    assert_eq!(row(&store, ExposeKind::DayStats).await["count"], 6);
 }
 
 #[tokio::test]
@@ -404,7 +449,8 @@ async fn own_writes_in_the_stream_are_ignored_and_windows_roll_on_schedule() {
     // A scheduled invocation 25 hours on: the events left the 24 h window.
     let later = NOW + 25 * 3_600_000;
     assert_eq!(
-        handle(&agg, &json!({"source": "aws.events"}), later).await,
+        serde_json::to_value(handle(&agg, &json!({"source": "aws.events"}), later).await)
+            .expect("json"),
         json!({"rolled": true})
     );
     let day = row(&store, ExposeKind::DayAverage).await;
@@ -412,7 +458,7 @@ async fn own_writes_in_the_stream_are_ignored_and_windows_roll_on_schedule() {
     assert_eq!(row(&store, ExposeKind::WeekAverage).await["count"], 5);
     assert_eq!(
         handle(&agg, &json!({}), later).await,
-        json!({"rolled": false})
+        Response::Rolled { rolled: false }
     );
 }
 
@@ -753,7 +799,7 @@ async fn wide_events_never_stall_the_stream_aggregator() {
     assert_eq!(records.len(), 21);
     for chunk in records.chunks(10) {
         let response = handle(&agg, &batch(chunk), NOW).await;
-        assert!(failures(&response).is_empty(), "{response}");
+        assert!(failures(&response).is_empty(), "{response:?}");
     }
     let wide = Scope::Source("wide".into());
     let latest = scope_row(&store, &wide, ExposeKind::Latest).await;

@@ -289,10 +289,12 @@ async fn run_dynamo_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         .with_context(|| format!("rebuilding the aggregates of table {table}"))?;
     writeln!(
         std::io::stdout(),
-        "rebuilt the aggregates of {table} from {} events (generation {}, {} summaries) in {:.1} s",
+        "rebuilt the aggregates of {table} from {} events (generation {}, {} summaries; \
+         {} log items skipped) in {:.1} s",
         report.events,
         report.generation,
         report.summaries,
+        report.skipped,
         started.elapsed().as_secs_f64()
     )?;
     Ok(())

@@ -95,6 +95,16 @@ pub struct ScopeItem {
     pub latest: Option<String>,
 }
 
+/// A page of the log (see [`DynamoStore::read_log_page`]).
+#[derive(Debug, Default)]
+pub struct LogPage {
+    pub events: Vec<EventItem>,
+    /// Items skipped: sort key, and why.
+    pub skipped: Vec<(String, &'static str)>,
+    /// Where the next page starts; `None`: the shard is done.
+    pub cursor: Option<Item>,
+}
+
 /// One commit: the new state (its `version` one above what was read),
 /// and the scope items and summaries to replace, by generation.
 #[derive(Debug)]
@@ -126,6 +136,15 @@ pub struct EventItem {
 }
 
 impl EventItem {
+    /// Why this item cannot be aggregated, if it cannot: its `data` is not
+    /// a JSON object (the write path stores nothing else, so the item was
+    /// written by something else or damaged).
+    pub fn defect(&self) -> Option<&'static str> {
+        crate::domain::fields::of_stored(&self.data)
+            .is_none()
+            .then_some("the event's data is not a JSON object")
+    }
+
     /// As the fold reads it.
     pub fn as_ref(&self) -> crate::domain::fold::EventRef<'_> {
         crate::domain::fold::EventRef {
@@ -142,6 +161,32 @@ impl EventItem {
 /// aggregator's own writes, which it ignores).
 pub fn is_log_partition(pk: &str) -> bool {
     pk.starts_with("log#")
+}
+
+/// What a partition key names in Sygno's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partition {
+    /// The event log.
+    Log,
+    /// The aggregator's own items (state, scope states, summaries, rows).
+    Aggregates,
+    /// Nothing Sygno writes.
+    Foreign,
+}
+
+impl Partition {
+    pub fn of(pk: &str) -> Partition {
+        if is_log_partition(pk) {
+            Partition::Log
+        } else if pk == STATE_PK
+            || pk == ROWS_KEY
+            || ["scope#", "m#", "h#"].iter().any(|p| pk.starts_with(p))
+        {
+            Partition::Aggregates
+        } else {
+            Partition::Foreign
+        }
+    }
 }
 
 fn n(value: impl ToString) -> AttributeValue {
@@ -764,12 +809,10 @@ impl DynamoStore {
     }
 
     /// One page of log shard `shard`'s events, for a rebuild. Pass the
-    /// returned cursor back for the next page; `None` means done.
-    pub async fn read_log_page(
-        &self,
-        shard: u8,
-        cursor: Option<Item>,
-    ) -> Result<(Vec<EventItem>, Option<Item>)> {
+    /// returned cursor back for the next page; `None` means done. Items
+    /// that are not events, or events that cannot be aggregated
+    /// ([`EventItem::defect`]), are returned apart by sort key.
+    pub async fn read_log_page(&self, shard: u8, cursor: Option<Item>) -> Result<LogPage> {
         let page = self
             .client
             .query()
@@ -781,16 +824,21 @@ impl DynamoStore {
             .send()
             .await
             .map_err(unavailable)?;
-        let events = page
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| {
-                serde_dynamo::aws_sdk_dynamodb_1::from_item(item)
-                    .map_err(|e| StoreError::Corrupt(format!("event item: {e}")))
-            })
-            .collect::<Result<Vec<EventItem>>>()?;
-        Ok((events, page.last_evaluated_key.filter(|k| !k.is_empty())))
+        let mut out = LogPage {
+            cursor: page.last_evaluated_key.filter(|k| !k.is_empty()),
+            ..LogPage::default()
+        };
+        for item in page.items.unwrap_or_default() {
+            let sk = get_s(&item, SK).unwrap_or("?").to_owned();
+            match serde_dynamo::aws_sdk_dynamodb_1::from_item::<EventItem>(item) {
+                Ok(event) => match event.defect() {
+                    None => out.events.push(event),
+                    Some(why) => out.skipped.push((sk, why)),
+                },
+                Err(_) => out.skipped.push((sk, "not an event item")),
+            }
+        }
+        Ok(out)
     }
 
     /// Writes `commit` in one transaction, conditional on the stored state

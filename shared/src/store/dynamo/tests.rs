@@ -337,10 +337,11 @@ async fn the_log_reads_back_shard_by_shard() {
     let mut ids = Vec::new();
     let mut shards_used = 0;
     for shard in 0..LOG_SHARDS {
-        let (items, cursor) = store.read_log_page(shard, None).await.expect("page");
-        assert!(cursor.is_none());
-        shards_used += usize::from(!items.is_empty());
-        for item in items {
+        let page = store.read_log_page(shard, None).await.expect("page");
+        assert!(page.cursor.is_none());
+        assert!(page.skipped.is_empty());
+        shards_used += usize::from(!page.events.is_empty());
+        for item in page.events {
             assert_eq!(item.pk, log_partition(shard));
             assert_eq!(item.event_time, 1_764_000_000_123);
             ids.push(item.event_id);
