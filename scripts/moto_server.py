@@ -23,8 +23,16 @@ DynamoDB guarantees Sygno's tests rely on. Usage:
    whole with the reason ValidationError for that item; the items of one
    transaction add up to at most 4 MB, else a ValidationException and
    nothing is written.
+
+And one fault DynamoDB can show that moto cannot: a write that succeeded
+but whose response was lost (a 500 after the item is stored; the SDK then
+retries it). `POST /_sygno/lose-response` with a text as its body (an
+event id) arms it: the next PutItem whose request carries that text as a
+JSON string is applied and answered with an InternalServerError.
 """
 
+import io
+import json
 import threading
 
 import moto.server as server
@@ -36,12 +44,35 @@ _lock = threading.Lock()
 _Dispatcher = server.DomainDispatcherApplication
 
 
+_lose_response_of = []  # texts whose next PutItem's response is lost
+
+
 class SerializedDispatcher(_Dispatcher):
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/_sygno/lose-response":
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            with _lock:
+                _lose_response_of.append(environ["wsgi.input"].read(size).decode())
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"armed"]
+        lost = None
+        if environ.get("HTTP_X_AMZ_TARGET", "").endswith(".PutItem") and _lose_response_of:
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(size)
+            environ["wsgi.input"] = io.BytesIO(body)
+            text = body.decode(errors="replace")
+            lost = next((sk for sk in _lose_response_of if json.dumps(sk) in text), None)
         with _lock:
             # Materialize the body inside the lock: a lazy iterable would
             # run the request's work after the lock is released.
-            return list(super().__call__(environ, start_response))
+            answer = list(super().__call__(environ, lambda *args: None if lost else start_response(*args)))
+            if lost is None:
+                return answer
+            _lose_response_of.remove(lost)
+        start_response("500 Internal Server Error", [("Content-Type", "application/x-amz-json-1.0")])
+        error = {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError",
+                 "message": "response lost (test fault)"}
+        return [json.dumps(error).encode()]
 
 
 # DynamoDB takes items up to 400 KB (409,600 bytes); moto itself refuses

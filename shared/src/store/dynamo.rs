@@ -94,6 +94,16 @@ fn get_n(item: &Item, name: &str) -> Result<i64> {
         .ok_or_else(|| StoreError::Corrupt(format!("item lacks integer attribute {name}")))
 }
 
+/// What identifies one append request's item: an SDK retry of the same
+/// request sends the same id, receipt time and data.
+#[derive(Debug, PartialEq)]
+struct Sent {
+    event_id: String,
+    received_at: i64,
+    data_hash: u64,
+    keyed: bool,
+}
+
 /// The key (`pk`, `sk`) of an event's item.
 fn event_key(event: &NewEvent) -> (String, String) {
     let sk = match &event.idempotency_key {
@@ -267,10 +277,17 @@ impl DynamoStore {
         ))
     }
 
-    async fn first_event(
+    /// The answer to an append whose condition failed: the item at its
+    /// key is either this very event (an earlier attempt of the same
+    /// request stored it and its response was lost, so the SDK retried:
+    /// a success), or the first event of its Idempotency-Key (a
+    /// duplicate), or, without a key, another event of the same id (a
+    /// conflict; ids are generated per request, so never expected).
+    async fn already_stored(
         &self,
         (pk, sk): (String, String),
         found: Option<Item>,
+        sent: &Sent,
     ) -> Result<Appended> {
         let item = match found {
             Some(item) if item.contains_key("event_id") => item,
@@ -289,10 +306,22 @@ impl DynamoStore {
                     StoreError::Conflict("the first event of this key vanished".into())
                 })?,
         };
-        Ok(Appended {
+        let stored = Sent {
             event_id: get_s(&item, "event_id")?.to_owned(),
+            received_at: get_n(&item, "received_at")?,
+            data_hash: xxhash_rust::xxh3::xxh3_64(get_s(&item, "data")?.as_bytes()),
+            keyed: sent.keyed,
+        };
+        let ours = stored == *sent;
+        if !ours && !sent.keyed {
+            return Err(StoreError::Conflict(
+                "another event with this id already exists".into(),
+            ));
+        }
+        Ok(Appended {
+            event_id: stored.event_id,
             event_time: get_n(&item, "event_time")?,
-            duplicate: true,
+            duplicate: !ours,
         })
     }
 }
@@ -301,6 +330,12 @@ impl DynamoStore {
 impl EventLog for DynamoStore {
     async fn append(&self, event: NewEvent) -> Result<Appended> {
         let key = event_key(&event);
+        let sent = Sent {
+            event_id: event.event_id.clone(),
+            received_at: event.received_at,
+            data_hash: xxhash_rust::xxh3::xxh3_64(event.data.as_bytes()),
+            keyed: event.idempotency_key.is_some(),
+        };
         let put = self
             .client
             .put_item()
@@ -325,14 +360,9 @@ impl EventLog for DynamoStore {
                 duplicate: false,
             }),
             Err(SdkError::ServiceError(e)) => match e.into_err() {
-                PutItemError::ConditionalCheckFailedException(failed)
-                    if event.idempotency_key.is_some() =>
-                {
-                    self.first_event(key, failed.item).await
+                PutItemError::ConditionalCheckFailedException(failed) => {
+                    self.already_stored(key, failed.item, &sent).await
                 }
-                PutItemError::ConditionalCheckFailedException(_) => Err(StoreError::Conflict(
-                    "an event with this id already exists".into(),
-                )),
                 other => Err(unavailable(other)),
             },
             Err(e) => Err(unavailable(e)),

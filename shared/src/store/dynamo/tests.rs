@@ -13,6 +13,66 @@ async fn store() -> Option<DynamoStore> {
     fresh_store("sygno-test").await.map(|(store, _)| store)
 }
 
+/// Arms the test server (scripts/moto_server.py) to lose the response of
+/// the next PutItem carrying `text`: the item is stored, the answer is a
+/// 500, and the SDK retries.
+fn lose_next_put_response(text: &str) {
+    use std::io::{Read, Write};
+    let endpoint = std::env::var(super::testing::ENDPOINT_VAR).expect("endpoint");
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = std::net::TcpStream::connect(host).expect("connect");
+    write!(
+        conn,
+        "POST /_sygno/lose-response HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{text}",
+        text.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("read");
+    assert!(answer.contains("armed"), "{answer}");
+}
+
+/// An append whose first attempt stored the event but whose response was
+/// lost: the SDK's retry fails its condition on the item the first
+/// attempt wrote, which is this very event: a success, not a 503, and
+/// one event in the log (with an Idempotency-Key or without).
+#[tokio::test]
+async fn an_append_retried_after_a_lost_response_succeeds_once() {
+    let Some((store, log)) = fresh_store("sygno-test").await else {
+        return;
+    };
+    for (id, key) in [("lost-1", None), ("lost-2", Some("k"))] {
+        lose_next_put_response(id);
+        let appended = store
+            .append(new_event(id, "u", key))
+            .await
+            .expect("a retried append succeeds");
+        assert_eq!(
+            (appended.event_id.as_str(), appended.duplicate),
+            (id, false)
+        );
+        let puts = log.take().iter().filter(|op| *op == "PutItem").count();
+        assert!(
+            puts >= 2,
+            "the first attempt's response was lost: {puts} PutItem"
+        );
+    }
+    // A real repeat of the Idempotency-Key is still a duplicate.
+    let again = store
+        .append(new_event("lost-3", "u", Some("k")))
+        .await
+        .expect("append");
+    assert_eq!((again.event_id.as_str(), again.duplicate), ("lost-2", true));
+    let mut ids = Vec::new();
+    for shard in 0..LOG_SHARDS {
+        let page = store.read_log_page(shard, None).await.expect("page");
+        ids.extend(page.events.into_iter().map(|e| e.event_id));
+    }
+    ids.sort();
+    assert_eq!(ids, ["lost-1", "lost-2"]);
+}
+
 #[tokio::test]
 async fn create_table_is_idempotent_with_stream_and_ttl() {
     let Some(store) = store().await else { return };
