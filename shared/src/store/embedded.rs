@@ -673,15 +673,18 @@ fn write_commit(c: &mut Connection, commit: &AggregateCommit) -> Result<()> {
     let (stored, live) = read_meta(&tx).map_err(sql_err)?;
     if let Some(expected) = commit.expected_checkpoint {
         if expected != stored {
-            return Err(StoreError::Conflict(format!(
-                "aggregate checkpoint is {stored}, expected {expected}"
-            )));
+            return Err(StoreError::Conflict(
+                format!("aggregate checkpoint is {stored}, expected {expected}").into(),
+            ));
         }
         if commit.generation != live {
-            return Err(StoreError::Conflict(format!(
-                "live generation is {live}, the batch folded into {}",
-                commit.generation
-            )));
+            return Err(StoreError::Conflict(
+                format!(
+                    "live generation is {live}, the batch folded into {}",
+                    commit.generation
+                )
+                .into(),
+            ));
         }
     }
     if commit.switch {

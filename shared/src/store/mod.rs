@@ -39,9 +39,10 @@ pub enum StoreError {
     #[error("the store is unavailable")]
     Unavailable(#[source] Source),
     /// A conditional write found another writer's state (e.g. the checkpoint
-    /// moved under an aggregator).
-    #[error("conflicting write: {0}")]
-    Conflict(String),
+    /// moved under an aggregator); the cause is kept (DynamoDB's
+    /// cancellation reasons, or what the check found).
+    #[error("conflicting write")]
+    Conflict(#[source] Source),
     /// The store refused the write for what it is (too large, invalid):
     /// retrying the same write cannot succeed.
     #[error("the store refused the write")]

@@ -286,13 +286,13 @@ pub(crate) fn classify_transaction(error: TransactWriteItemsError) -> StoreError
             if codes.iter().any(refused) {
                 StoreError::Rejected(Box::new(cancelled))
             } else if !codes.is_empty() && codes.iter().all(conflict) {
-                StoreError::Conflict(format!("aggregate commit cancelled: {}", codes.join(", ")))
+                StoreError::Conflict(Box::new(cancelled))
             } else {
                 StoreError::unavailable(cancelled)
             }
         }
         TransactWriteItemsError::TransactionInProgressException(e) => {
-            StoreError::Conflict(format!("transaction in progress: {e}"))
+            StoreError::Conflict(Box::new(e))
         }
         e @ (TransactWriteItemsError::ProvisionedThroughputExceededException(_)
         | TransactWriteItemsError::RequestLimitExceeded(_)
