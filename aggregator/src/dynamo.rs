@@ -24,7 +24,7 @@ pub mod poller;
 pub mod rebuild;
 pub mod records;
 
-use plan::{plan, runs, scopes_needed, StreamEvent};
+use plan::{plan, runs, scopes_needed, seconds_needed, StreamEvent};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -245,12 +245,13 @@ impl Aggregator {
         let store = &self.store;
         let state = store.read_state().await?;
         cache.check(&state);
+        let applied = store.read_applied(&seconds_needed(events)).await?;
         let stored_scopes = store.read_scopes(&scopes_needed(&state, events)).await?;
         let states: BTreeMap<(u64, Scope), ScopeState> = stored_scopes
             .iter()
             .map(|(k, item)| (k.clone(), item.state.clone()))
             .collect();
-        let plan = plan(&state, &states, events, self.max_fields);
+        let plan = plan(&state, &states, &applied, events, self.max_fields);
         let commit = !plan.is_empty() || mode == Render::Always;
         let outcome = Outcome {
             applied: plan.applied,
@@ -290,12 +291,13 @@ impl Aggregator {
                 scope_items.push((key, item));
             }
         }
-        let mut next = plan.state.clone();
+        let mut next = state.clone();
         next.version = state.version + 1;
         let summaries: Vec<((u64, SummaryKey), Summary)> = merged.into_iter().collect();
         store
             .commit_state(StateCommit {
                 state: &next,
+                applied: &plan.changed_sets(&applied),
                 scopes: &scope_items,
                 summaries: &summaries,
             })
@@ -371,22 +373,25 @@ impl Aggregator {
         Ok(outcome)
     }
 
-    /// Moves `event`'s checkpoint without aggregating it.
+    /// Marks `event` applied without aggregating it.
     async fn pass_over(&self, cache: &mut Cache, event: &StreamEvent) -> Result<Outcome> {
         retry_conflicts(|| async {
             let state = self.store.read_state().await?;
-            let plan = plan(&state, &BTreeMap::new(), std::slice::from_ref(event), 0);
+            let events = std::slice::from_ref(event);
+            let applied = self.store.read_applied(&seconds_needed(events)).await?;
+            let plan = plan(&state, &BTreeMap::new(), &applied, events, 0);
             if plan.is_empty() {
                 return Ok(Outcome {
                     skipped: 1,
                     ..Outcome::default()
                 });
             }
-            let mut next = plan.state;
+            let mut next = state.clone();
             next.version = state.version + 1;
             self.store
                 .commit_state(StateCommit {
                     state: &next,
+                    applied: &plan.changed_sets(&applied),
                     scopes: &[],
                     summaries: &[],
                 })
@@ -428,6 +433,7 @@ impl Aggregator {
         store
             .commit_state(StateCommit {
                 state: &next,
+                applied: &Default::default(),
                 scopes: &[],
                 summaries: &[],
             })

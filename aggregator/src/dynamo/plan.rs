@@ -1,14 +1,16 @@
 //! What a batch of stream events changes, decided without I/O: which events
-//! are new (past their log shard's checkpoint), which generations each one
-//! counts in, and, through the one fold (`sygno_shared::domain::fold`),
-//! the summary deltas and scope states of every aggregate it touches.
+//! are new (no mark in the applied set of their second of receipt), which
+//! generations each one counts in, and, through the one fold
+//! (`sygno_shared::domain::fold`), the summary deltas and scope states of
+//! every aggregate it touches.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use sygno_shared::domain::fold::{fold, keys_of, Batch, Scope, ScopeState, SummaryKey};
 use sygno_shared::domain::summary::Summary;
-use sygno_shared::store::dynamo::state::{AggState, EventItem};
+use sygno_shared::store::dynamo::state::{
+    applied_mark, received_second, AggState, AppliedSets, EventItem,
+};
 use sygno_shared::views::render_latest;
 
 /// An event item as the stream delivered it.
@@ -19,18 +21,21 @@ pub struct StreamEvent {
     pub item: EventItem,
 }
 
-/// Compares two stream sequence numbers (decimal strings of any length).
-pub fn compare_sequences(a: &str, b: &str) -> Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+/// The seconds of receipt whose applied sets [`plan`] needs.
+pub fn seconds_needed(events: &[StreamEvent]) -> BTreeSet<i64> {
+    events
+        .iter()
+        .map(|e| received_second(e.item.received_at))
+        .collect()
 }
 
 /// The effect of a batch on the aggregates.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// The state with checkpoints moved; its `version` is still the one read.
+    /// The state read (its `version` is still the one read).
     pub state: AggState,
+    /// The applied sets to store: those read, with this batch's marks.
+    pub applied_sets: AppliedSets,
     /// Per generation: the touched scope states (whole, updated) and what
     /// to merge into each touched summary.
     pub batches: BTreeMap<u64, Batch>,
@@ -38,7 +43,7 @@ pub struct Plan {
     pub latest: BTreeMap<(u64, Scope), String>,
     /// Events new to the aggregates.
     pub applied: usize,
-    /// Events at or below their shard's checkpoint: applied before.
+    /// Events marked applied already (redelivered), or twice in the batch.
     pub skipped: usize,
     /// New events whose `data` could not be read: counted without fields.
     pub unreadable: usize,
@@ -85,8 +90,9 @@ pub fn scopes_needed(state: &AggState, events: &[StreamEvent]) -> Vec<(u64, Scop
     out
 }
 
-/// Folds `events` (in stream order) into a plan over `state` and the
-/// stored scope states `scopes` (absent: new aggregates).
+/// Folds `events` (in stream order) into a plan over `state`, the stored
+/// scope states `scopes` (absent: new aggregates) and the applied sets
+/// `applied` of the events' seconds of receipt ([`seconds_needed`]).
 ///
 /// An event counts in the live generation unless the rebuild that made it
 /// already read it (`received_at <= floor`), and in a rebuild's next
@@ -95,6 +101,7 @@ pub fn scopes_needed(state: &AggState, events: &[StreamEvent]) -> Vec<(u64, Scop
 pub fn plan(
     state: &AggState,
     scopes: &BTreeMap<(u64, Scope), ScopeState>,
+    applied: &AppliedSets,
     events: &[StreamEvent],
     max_fields: usize,
 ) -> Plan {
@@ -103,19 +110,15 @@ pub fn plan(
         ..Plan::default()
     };
     for event in events {
-        let shard = &event.item.pk;
-        if plan
-            .state
-            .checkpoints
-            .get(shard)
-            .is_some_and(|done| compare_sequences(&event.sequence, done) != Ordering::Greater)
-        {
+        let second = received_second(event.item.received_at);
+        let marks = plan
+            .applied_sets
+            .entry(second)
+            .or_insert_with(|| applied.get(&second).cloned().unwrap_or_default());
+        if !marks.insert(applied_mark(&event.item.event_id)) {
             plan.skipped += 1;
             continue;
         }
-        plan.state
-            .checkpoints
-            .insert(shard.clone(), event.sequence.clone());
         plan.applied += 1;
         let mut targets = Vec::with_capacity(2);
         if event.item.received_at > state.floor {
@@ -155,27 +158,33 @@ pub fn plan(
 
 /// Cuts `events` into consecutive runs that each write at most
 /// `max_items` items (scope states and summaries, counting two
-/// generations, a rebuild in progress, for every event). Each run is
-/// committed on its own.
+/// generations, a rebuild in progress, for every event; and applied
+/// sets). Each run is committed on its own.
 pub fn runs(events: &[StreamEvent], max_items: usize) -> Vec<Range<usize>> {
     let per_generation = (max_items / 2).max(6);
     let mut out = Vec::new();
     let mut start = 0;
     let mut touched: BTreeSet<SummaryKey> = BTreeSet::new();
     let mut scopes: BTreeSet<Scope> = BTreeSet::new();
+    let mut seconds: BTreeSet<i64> = BTreeSet::new();
     for (i, event) in events.iter().enumerate() {
+        let second = received_second(event.item.received_at);
+        let new_second = usize::from(!seconds.contains(&second));
         let keys = keys_of([event.item.as_ref()]);
         let new_keys = keys.iter().filter(|k| !touched.contains(*k)).count();
         let new_scopes = Scope::of_event(&event.item.name)
             .iter()
             .filter(|s| !scopes.contains(*s))
             .count();
-        if touched.len() + scopes.len() + new_keys + new_scopes > per_generation && i > start {
+        let items = touched.len() + scopes.len() + seconds.len();
+        if items + new_keys + new_scopes + new_second > per_generation && i > start {
             out.push(start..i);
             start = i;
             touched.clear();
             scopes.clear();
+            seconds.clear();
         }
+        seconds.insert(second);
         scopes.extend(keys.iter().map(|k| k.scope.clone()));
         touched.extend(keys);
     }
@@ -183,6 +192,17 @@ pub fn runs(events: &[StreamEvent], max_items: usize) -> Vec<Range<usize>> {
         out.push(start..events.len());
     }
     out
+}
+
+impl Plan {
+    /// Only the applied sets this plan adds marks to.
+    pub fn changed_sets(&self, read: &AppliedSets) -> AppliedSets {
+        self.applied_sets
+            .iter()
+            .filter(|(second, marks)| read.get(second) != Some(*marks) && !marks.is_empty())
+            .map(|(second, marks)| (*second, marks.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -280,6 +280,116 @@ async fn a_batch_counts_once_however_often_and_however_split_it_is_delivered() {
     assert_rows_match(&rows(&store).await, &expected);
 }
 
+/// Delivers `records` to `agg` as Lambda does: a reported failure is
+/// retried from the record it names.
+async fn deliver(agg: &Aggregator, mut records: Vec<Value>) {
+    for _ in 0..100 {
+        let failed = failures(&handle(agg, &batch(&records), NOW).await);
+        let Some(first) = failed.first() else { return };
+        let from = records
+            .iter()
+            .position(|r| r["dynamodb"]["SequenceNumber"] == json!(first))
+            .expect("a failure names a record of the batch");
+        records.drain(..from);
+    }
+    panic!("a batch kept failing");
+}
+
+/// DynamoDB Streams and Lambda promise at-least-once delivery and order
+/// per item only: every event is its own item, so any order of first
+/// delivery is legal, batches are retried, redelivered and bisected, and
+/// up to ten batches of a shard run at once (ParallelizationFactor).
+/// Whatever the order, split and concurrency, every event counts once.
+#[tokio::test]
+async fn any_order_split_redelivery_and_concurrency_count_each_event_once() {
+    use rand::Rng;
+    let Some((source, _)) = fresh_store("sygno-agg").await else {
+        return;
+    };
+    let events: Vec<NewEvent> = (0..90)
+        .map(|i| new_event(i, NOW - 5_000 - (i as i64 % 7) * 1_000))
+        .collect();
+    write(&source, events.clone()).await;
+    let records = stream_records(&source).await;
+    assert_eq!(records.len(), 90);
+    let expected = reference_rows(&events, window_end(NOW));
+    for seed in 0..4u64 {
+        let Some((store, _)) = fresh_store("sygno-agg-any").await else {
+            return;
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut shuffled = records.clone();
+        shuffled.shuffle(&mut rng);
+        let mut batches: Vec<Vec<Value>> = Vec::new();
+        let mut rest = &shuffled[..];
+        while !rest.is_empty() {
+            let n = rng.random_range(1..=25).min(rest.len());
+            batches.push(rest[..n].to_vec());
+            rest = &rest[n..];
+        }
+        let mut deliveries = batches.clone();
+        for b in &batches {
+            match rng.random_range(0..4) {
+                0 => deliveries.push(b.clone()),
+                1 => {
+                    let (head, tail) = b.split_at(b.len() / 2);
+                    deliveries.extend([head.to_vec(), tail.to_vec()]);
+                }
+                _ => {}
+            }
+        }
+        deliveries.shuffle(&mut rng);
+        let instances = [2, 5, 10, 3][seed as usize];
+        let mut queues: Vec<Vec<Vec<Value>>> = vec![Vec::new(); instances];
+        for (i, d) in deliveries.into_iter().enumerate() {
+            queues[i % instances].push(d);
+        }
+        let mut running = tokio::task::JoinSet::new();
+        for queue in queues {
+            let agg = aggregator(&store);
+            running.spawn(async move {
+                for d in queue {
+                    deliver(&agg, d).await;
+                }
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            done.expect("an instance");
+        }
+        assert_rows_match(&rows(&store).await, &expected);
+    }
+}
+
+/// A table restored from a backup has a new stream whose sequence numbers
+/// start over: events are known by their ids, so nothing is skipped.
+#[tokio::test]
+async fn a_new_stream_with_smaller_sequence_numbers_skips_nothing() {
+    let Some((store, _)) = fresh_store("sygno-agg").await else {
+        return;
+    };
+    let events: Vec<NewEvent> = (0..30).map(|i| new_event(i, NOW - 2_000)).collect();
+    write(&store, events.clone()).await;
+    let records = stream_records(&store).await;
+    let agg = aggregator(&store);
+    deliver(&agg, records[..20].to_vec()).await;
+    let restored: Vec<Value> = records[20..]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = r.clone();
+            r["dynamodb"]["SequenceNumber"] = json!(format!("{}", i + 1));
+            r["eventSourceARN"] =
+                json!("arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/restored");
+            r
+        })
+        .collect();
+    deliver(&agg, restored).await;
+    assert_rows_match(
+        &rows(&store).await,
+        &reference_rows(&events, window_end(NOW)),
+    );
+}
+
 #[tokio::test]
 async fn two_shards_in_any_interleaving_give_the_rebuilds_rows() {
     let Some((source, _)) = fresh_store("sygno-agg").await else {
@@ -556,6 +666,7 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
     stuck.allocated += 1;
     store
         .commit_state(StateCommit {
+            applied: &Default::default(),
             state: &stuck,
             scopes: &[],
             summaries: &[],
@@ -689,6 +800,7 @@ async fn one_commit_over_a_week_of_twenty_fields() {
             chunk.iter().map(|k| (k.clone(), summary.clone())).collect();
         store
             .commit_state(StateCommit {
+                applied: &Default::default(),
                 state: &state,
                 scopes: &[],
                 summaries: &summaries,

@@ -20,9 +20,21 @@ fn event(shard: u8, sequence: u64, event_time: i64, received_at: i64, x: f64) ->
 /// DynamoDB's items per transaction.
 const MAX_ITEMS: usize = 100;
 
-/// Without stored scope states, at the default field limit.
+/// Without stored scope states or applied sets, at the default field
+/// limit.
 fn plan(state: &AggState, events: &[StreamEvent]) -> Plan {
-    super::plan(state, &BTreeMap::new(), events, 2_000)
+    super::plan(state, &BTreeMap::new(), &AppliedSets::new(), events, 2_000)
+}
+
+/// Over the applied sets a previous plan stored.
+fn plan_after(previous: &Plan, events: &[StreamEvent]) -> Plan {
+    super::plan(
+        &previous.state,
+        &BTreeMap::new(),
+        &previous.applied_sets,
+        events,
+        2_000,
+    )
 }
 
 /// Events counted in `generation`'s all-events minute summaries.
@@ -45,35 +57,35 @@ fn latest_id(plan: &Plan, generation: u64) -> Option<String> {
 }
 
 #[test]
-fn sequences_compare_as_numbers() {
-    assert_eq!(compare_sequences("9", "10"), Ordering::Less);
-    assert_eq!(compare_sequences("0010", "10"), Ordering::Equal);
-    assert_eq!(
-        compare_sequences("1100000000017454423010", "1100000000017454423009"),
-        Ordering::Greater
-    );
-}
-
-#[test]
-fn events_at_or_below_their_shard_checkpoint_are_skipped() {
+fn events_marked_applied_are_skipped_in_any_order() {
     let batch = vec![
-        event(1, 10, 0, 1, 1.0),
-        event(2, 5, 0, 1, 2.0),
-        event(1, 11, 0, 1, 3.0),
+        event(1, 10, 0, 1_000, 1.0),
+        event(2, 5, 0, 1_500, 2.0),
+        event(1, 11, 0, 2_000, 3.0),
     ];
     let first = plan(&AggState::default(), &batch);
     assert_eq!((first.applied, first.skipped), (3, 0));
-    assert_eq!(first.state.checkpoints["log#01"], "11");
-    assert_eq!(first.state.checkpoints["log#02"], "5");
-    // The same batch again, and a bisected half: nothing new.
-    let again = plan(&first.state, &batch);
+    let read = AppliedSets::new();
+    let sets = first.changed_sets(&read);
+    assert_eq!(sets.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!((sets[&1].len(), sets[&2].len()), (2, 1));
+    // The same batch again, reversed, and a bisected half: nothing new,
+    // nothing to store.
+    let mut reversed = batch.clone();
+    reversed.reverse();
+    let again = plan_after(&first, &reversed);
     assert_eq!((again.applied, again.skipped), (0, 3));
     assert!(again.is_empty());
-    let half = plan(&first.state, &batch[1..]);
+    assert!(again.changed_sets(&first.applied_sets).is_empty());
+    let half = plan_after(&first, &batch[1..]);
     assert_eq!((half.applied, half.skipped), (0, 2));
-    // Shard 2 moving on does not depend on shard 1.
-    let later = plan(&first.state, &[event(2, 6, 0, 1, 1.0)]);
+    // A record with a smaller sequence number (a new stream after a
+    // restore, or another shard) is new if its event is.
+    let later = plan_after(&first, &[event(2, 1, 0, 1_000, 1.0)]);
     assert_eq!(later.applied, 1);
+    // A record delivered twice within one batch counts once.
+    let twice = plan(&AggState::default(), &[batch[0].clone(), batch[0].clone()]);
+    assert_eq!((twice.applied, twice.skipped), (1, 1));
 }
 
 #[test]
@@ -162,7 +174,13 @@ fn stored_scope_states_carry_on() {
         .iter()
         .map(|(s, st)| ((0, s.clone()), st.clone()))
         .collect();
-    let second = super::plan(&first.state, &stored, &[event(1, 2, 0, 1, 1.0)], 2_000);
+    let second = super::plan(
+        &first.state,
+        &stored,
+        &first.applied_sets,
+        &[event(1, 2, 0, 1, 1.0)],
+        2_000,
+    );
     assert_eq!(second.batches[&0].scopes[&Scope::All].events, 2);
     assert_eq!(
         second.batches[&0].scopes[&Scope::Source("n".into())].events,

@@ -55,7 +55,7 @@ use aws_sdk_dynamodb::types::{
 };
 use futures::StreamExt;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 
 const STATE_PK: &str = "agg";
@@ -83,9 +83,27 @@ pub struct AggState {
     pub floor: Millis,
     pub allocated: u64,
     pub next: Option<NextGeneration>,
-    pub checkpoints: BTreeMap<String, String>,
     pub rendered_end: Millis,
 }
+
+/// How long an applied set is kept (TTL): the stream keeps records 24
+/// hours, and a redelivery or a poller restarting from the trim horizon
+/// reads nothing older; twice that for margin.
+pub const APPLIED_TTL_SECONDS: i64 = 2 * 24 * 3600;
+
+/// The second of receipt an event's applied mark is kept under.
+pub fn received_second(received_at: Millis) -> i64 {
+    received_at.div_euclid(1000)
+}
+
+/// The mark an applied event leaves in its second's set (see the module
+/// docs): 64 bits of its id's hash.
+pub fn applied_mark(event_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
+}
+
+/// Applied sets by second of receipt.
+pub type AppliedSets = BTreeMap<i64, BTreeSet<u64>>;
 
 /// An aggregate's state item: the scope state and its `latest` row.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -110,6 +128,9 @@ pub struct LogPage {
 #[derive(Debug)]
 pub struct StateCommit<'a> {
     pub state: &'a AggState,
+    /// Applied sets to replace, whole (the stored ones and this commit's
+    /// marks).
+    pub applied: &'a AppliedSets,
     pub scopes: &'a [((u64, Scope), ScopeItem)],
     pub summaries: &'a [((u64, SummaryKey), Summary)],
 }
@@ -180,7 +201,9 @@ impl Partition {
             Partition::Log
         } else if pk == STATE_PK
             || pk == ROWS_KEY
-            || ["scope#", "m#", "h#"].iter().any(|p| pk.starts_with(p))
+            || ["scope#", "m#", "h#", APPLIED_PREFIX]
+                .iter()
+                .any(|p| pk.starts_with(p))
         {
             Partition::Aggregates
         } else {
@@ -474,16 +497,6 @@ fn value_bytes(value: &AttributeValue) -> usize {
 }
 
 fn decode_state(item: &Item) -> Result<AggState> {
-    let checkpoints = match item.get("ckpt") {
-        Some(AttributeValue::M(map)) => map
-            .iter()
-            .map(|(k, v)| match v {
-                AttributeValue::S(seq) => Ok((k.clone(), seq.clone())),
-                _ => Err(StoreError::Corrupt("checkpoint is not a string".into())),
-            })
-            .collect::<Result<_>>()?,
-        _ => BTreeMap::new(),
-    };
     let next = match opt_n(item, "next_gen")? {
         Some(generation) => Some(NextGeneration {
             generation: u64::try_from(generation)
@@ -499,7 +512,6 @@ fn decode_state(item: &Item) -> Result<AggState> {
         floor: get_n(item, "floor")?,
         allocated: get_u64(item, "allocated")?,
         next,
-        checkpoints,
         rendered_end: get_n(item, "rendered_end")?,
     })
 }
@@ -514,16 +526,6 @@ fn encode_state(state: &AggState) -> Item {
     item.insert("floor".into(), n(state.floor));
     item.insert("allocated".into(), n(state.allocated));
     item.insert("rendered_end".into(), n(state.rendered_end));
-    item.insert(
-        "ckpt".into(),
-        AttributeValue::M(
-            state
-                .checkpoints
-                .iter()
-                .map(|(k, v)| (k.clone(), s(v.clone())))
-                .collect(),
-        ),
-    );
     if let Some(next) = &state.next {
         item.insert("next_gen".into(), n(next.generation));
         item.insert("next_cut".into(), n(next.cut));
@@ -532,7 +534,43 @@ fn encode_state(state: &AggState) -> Item {
     item
 }
 
+/// The partition of the applied set of events received in `second`.
+fn applied_pk(second: i64) -> String {
+    format!("{APPLIED_PREFIX}{second}")
+}
+
+const APPLIED_PREFIX: &str = "ap#";
+const APPLIED_SK: &str = "ids";
+const MARKS: &str = "marks";
+
 impl DynamoStore {
+    /// The applied sets of `seconds` (absent: empty), read consistently.
+    pub async fn read_applied(&self, seconds: &BTreeSet<i64>) -> Result<AppliedSets> {
+        let keys: Vec<(String, String)> = seconds
+            .iter()
+            .map(|second| (applied_pk(*second), APPLIED_SK.to_owned()))
+            .collect();
+        let mut out = AppliedSets::new();
+        for item in self.batch_get(keys).await? {
+            let second = get_s(&item, PK)?
+                .strip_prefix(APPLIED_PREFIX)
+                .and_then(|t| t.parse::<i64>().ok())
+                .ok_or_else(|| StoreError::Corrupt("applied set key".into()))?;
+            let Some(AttributeValue::B(bytes)) = item.get(MARKS) else {
+                return Err(StoreError::Corrupt("applied set without marks".into()));
+            };
+            let bytes = bytes.as_ref();
+            if !bytes.len().is_multiple_of(8) {
+                return Err(StoreError::Corrupt("applied set of partial marks".into()));
+            }
+            let marks = bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()));
+            out.entry(second).or_default().extend(marks);
+        }
+        Ok(out)
+    }
+
     /// The state item, read consistently; the default before the first commit.
     pub async fn read_state(&self) -> Result<AggState> {
         let got = self
@@ -866,6 +904,20 @@ impl DynamoStore {
         };
         let mut items_bytes = vec![item_bytes(&encode_state(commit.state))];
         let mut writes = vec![state];
+        for (second, marks) in commit.applied {
+            let mut item = Item::new();
+            item.insert(PK.into(), s(applied_pk(*second)));
+            item.insert(SK.into(), s(APPLIED_SK));
+            item.insert("kind".into(), s("applied"));
+            let bytes: Vec<u8> = marks.iter().flat_map(|m| m.to_le_bytes()).collect();
+            item.insert(MARKS.into(), AttributeValue::B(bytes.into()));
+            item.insert(
+                super::TTL_ATTRIBUTE.into(),
+                n(second.saturating_add(APPLIED_TTL_SECONDS)),
+            );
+            items_bytes.push(item_bytes(&item));
+            writes.push(self.put_item(item)?);
+        }
         for ((generation, scope), scope_item) in commit.scopes {
             let mut item = Item::new();
             item.insert(PK.into(), s(scope_pk(*generation)));
@@ -1071,7 +1123,6 @@ mod tests {
                 cut: 2_000,
                 started_at: 1_500,
             }),
-            checkpoints: BTreeMap::from([("log#01".into(), "1100000000017454423012".into())]),
             rendered_end: 60_000,
         };
         assert_eq!(decode_state(&encode_state(&state)).ok(), Some(state));

@@ -268,7 +268,7 @@ async fn aggregate_commits_are_conditional_on_the_state_version() {
     assert_eq!(store.read_state().await.expect("read"), AggState::default());
     let mut state = AggState {
         version: 1,
-        checkpoints: [("log#03".to_owned(), "1100000000017454423012".to_owned())].into(),
+        rendered_end: 60_000,
         ..AggState::default()
     };
     let commit = |state: &AggState| {
@@ -277,6 +277,7 @@ async fn aggregate_commits_are_conditional_on_the_state_version() {
         async move {
             store
                 .commit_state(StateCommit {
+                    applied: &Default::default(),
                     state: &state,
                     scopes: &[],
                     summaries: &[(minute(5), summary_of(&[1.0]))],
@@ -288,7 +289,7 @@ async fn aggregate_commits_are_conditional_on_the_state_version() {
     assert_eq!(store.read_state().await.expect("read"), state);
     // A second writer that read version 0 loses, and nothing it sent lands.
     let mut stale = state.clone();
-    stale.checkpoints.clear();
+    stale.rendered_end = 0;
     assert!(matches!(commit(&stale).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.read_state().await.expect("read"), state);
     state.version = 2;
@@ -338,6 +339,7 @@ async fn summaries_read_back_by_key_and_by_index_range() {
     };
     store
         .commit_state(StateCommit {
+            applied: &Default::default(),
             state: &AggState {
                 version: 1,
                 ..AggState::default()
@@ -454,6 +456,7 @@ async fn summaries_and_rows_at_the_limits_are_split_under_the_item_limit() {
     ];
     store
         .commit_state(StateCommit {
+            applied: &Default::default(),
             state: &AggState {
                 version: 1,
                 ..AggState::default()
@@ -556,6 +559,7 @@ async fn one_events_largest_commit_fits_one_transaction() {
         .collect();
     store
         .commit_state(StateCommit {
+            applied: &Default::default(),
             state: &AggState {
                 version: 1,
                 ..AggState::default()
