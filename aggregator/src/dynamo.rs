@@ -2,11 +2,12 @@
 //! into the DynamoDB store's summaries and rows, exactly once.
 //!
 //! Every commit is one `TransactWriteItems`: the state item (conditional on
-//! the version read, carrying one stream checkpoint per log shard), and the
-//! touched aggregates' scope states and minute and hour summaries; the
-//! re-rendered rows follow it (conditional on their version). See
-//! `sygno_shared::store::dynamo::state` for why that is exactly once under
-//! redelivery, bisection and parallel shards.
+//! the version read), the applied marks of its events (by second of
+//! receipt), and the touched aggregates' scope states and minute and hour
+//! summaries; the re-rendered rows follow it (conditional on their
+//! version). An event whose mark is stored is skipped, so each applies
+//! exactly once in any order, batching and concurrency of delivery (see
+//! ARCHITECTURE.md, "The stream aggregator").
 //!
 //! # Layout
 //! - [`plan`](mod@plan): pure: which events are new and what they change.
@@ -127,8 +128,8 @@ impl Aggregator {
     /// A run that DynamoDB refuses for what it is (`StoreError::Rejected`:
     /// an item or the transaction over its size limits) is split in
     /// halves and retried; a single event it still refuses is logged,
-    /// counted in `Outcome::rejected` and passed over (its checkpoint
-    /// moves), so that it cannot stop the stream. It stays in the log.
+    /// counted in `Outcome::rejected` and passed over (marked applied), so
+    /// that it cannot stop the stream. It stays in the log.
     pub async fn apply(&self, events: &[StreamEvent], now: Millis) -> Result<Outcome, ApplyError> {
         let mut cache = self.cache.lock().await;
         let mut done = Outcome::default();

@@ -7,7 +7,7 @@
 //!   [`worker::run`] drives steps from change notifications and the clock.
 //! - [`rebuild`]: every aggregate folded again from the whole log into a
 //!   new generation, switched to in one transaction.
-//! - here: what both do per batch ([`fold_batch`]) and per render
+//! - here: what both do per batch (`fold_batch`) and per render
 //!   ([`render`], over `crate::render`).
 //!
 //! # Memory

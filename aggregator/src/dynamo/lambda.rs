@@ -1,14 +1,14 @@
 //! The `sygno-aggregator` Lambda function's handler.
 //!
 //! Two kinds of invocation: a DynamoDB Streams batch (`Records`), applied
-//! with [`crate::dynamo::apply`]; anything else (the EventBridge schedule)
-//! rolls the windows forward with [`crate::dynamo::roll`].
+//! with [`crate::dynamo::Aggregator::apply`]; anything else (the EventBridge schedule)
+//! rolls the windows forward with [`crate::dynamo::Aggregator::roll`].
 //!
 //! The answer to a batch is a partial batch response
 //! (`ReportBatchItemFailures`): when a commit fails, the first event not
 //! committed is reported, so Lambda retries from there (events before it
-//! are committed; events after it that a retry sees again are skipped by
-//! their checkpoints). A record that can never be decoded is logged
+//! are committed; events a retry delivers again are skipped by their
+//! applied marks). A record that can never be decoded is logged
 //! without its payload, counted in the `PoisonRecords` metric (CloudWatch
 //! embedded metric format on stdout), skipped, and reported as failed so
 //! that after the mapping's bounded retries it lands in the on-failure

@@ -1,10 +1,10 @@
 //! A DynamoDB Streams poller that does locally what the Lambda event source
 //! mapping does on AWS: reads every shard of the table's stream in order
-//! and hands each batch to [`crate::dynamo::apply`]; rolls the windows
+//! and hands each batch to [`crate::dynamo::Aggregator::apply`]; rolls the windows
 //! every minute. Used by `sygno serve --store dynamodb`.
 //!
 //! Shards are read from the trim horizon at start: events already applied
-//! are skipped by their checkpoints, so a restart never double counts. A
+//! are skipped by their applied marks, so a restart never double counts. A
 //! child shard is read only once its parent is drained, as Lambda does. A
 //! batch that fails is retried (the iterator does not move) after a pause.
 //! Shard iterators expire (after 15 minutes on DynamoDB), so one that

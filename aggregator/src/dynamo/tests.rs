@@ -751,6 +751,67 @@ async fn aggregator_requests_per_event_by_batch_size() {
     }
 }
 
+/// Commits per second and conflicts per commit with 1 and 16 sources, one
+/// aggregator instance and four concurrent ones (as ParallelizationFactor
+/// 4 would run), batches of 10: printed for the ARCHITECTURE.md figures;
+/// every event is counted once whatever the concurrency (asserted).
+#[tokio::test]
+async fn commits_per_second_by_sources_and_concurrent_instances() {
+    for sources in [1usize, 16] {
+        for instances in [1usize, 4] {
+            let log = RequestLog::default();
+            let Some(client) = testing::client(&log) else {
+                return;
+            };
+            let store = DynamoStore::new(client, &testing::table_name("sygno-agg-rate"));
+            store.create_table().await.expect("create");
+            let events: Vec<NewEvent> = (0..200)
+                .map(|i| NewEvent {
+                    name: format!("gh-{}", i % sources),
+                    event_time: NOW - (i as i64 % 30) * 1000,
+                    ..new_event(i, NOW - 1_000)
+                })
+                .collect();
+            write(&store, events.clone()).await;
+            let records = stream_records(&store).await;
+            log.take();
+            let mut queues: Vec<Vec<Vec<Value>>> = vec![Vec::new(); instances];
+            for (i, chunk) in records.chunks(10).enumerate() {
+                queues[i % instances].push(chunk.to_vec());
+            }
+            let started = std::time::Instant::now();
+            let mut running = tokio::task::JoinSet::new();
+            for queue in queues {
+                let agg = aggregator(&store);
+                running.spawn(async move {
+                    for d in queue {
+                        deliver(&agg, d).await;
+                    }
+                });
+            }
+            while let Some(done) = running.join_next().await {
+                done.expect("an instance");
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let commits = store.read_state().await.expect("state").version as f64;
+            let sent = log.take();
+            let transactions = sent.iter().filter(|s| *s == "TransactWriteItems").count() as f64;
+            eprintln!(
+                "{sources:>2} sources, {instances} instances: {:.0} commits/s, {:.2} conflicts/commit, \
+                 {:.0} events/s",
+                commits / elapsed,
+                (transactions - commits) / commits,
+                200.0 / elapsed
+            );
+            let all = scope_row(&store, &Scope::All, ExposeKind::DayStats).await;
+            assert_eq!(
+                all["count"], 200,
+                "{sources} sources, {instances} instances"
+            );
+        }
+    }
+}
+
 /// What one commit costs with a full week of 20-field history: the reads
 /// are dominated by the week's hour summaries (printed; the request counts
 /// that show the window cache at work are asserted).

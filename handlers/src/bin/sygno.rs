@@ -39,7 +39,7 @@ enum Command {
     /// Serve the HTTP API on a store, with the aggregator.
     ///
     /// API keys come from SYGNO_API_KEYS ("ROLES=SECRET,...", roles write,
-    /// read, admin joined by "+", SECRET plain or "sha256:<hex>").
+    /// read, admin joined by "+", SECRET plain or `sha256:<hex>`).
     Serve(ServeArgs),
     /// Rebuild every aggregate from the event log. The embedded store must
     /// be stopped (for a running server use POST /admin/rebuild); on

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`time`]: millisecond timestamps, RFC 3339 parsing and formatting, buckets.
-//! - [`write`]: turns a `write_raw` body into a validated [`write::WriteCommand`].
+//! - [`write`](mod@write): turns a `write_raw` body into a validated [`write::WriteCommand`].
 //! - [`fields`]: the numeric fields of an event (flattened paths, `rows` tables).
 //! - [`stats`]: [`stats::Moments`] (count, mean, deviation, min, max),
 //!   overflow-free over the whole f64 range, and their merge.

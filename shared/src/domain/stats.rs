@@ -17,7 +17,7 @@
 //!
 //! Floating-point merge is not associative to the last bit, so every caller
 //! that needs reproducible rows folds in one canonical order (see
-//! [`crate::domain::series`]).
+//! [`crate::domain::window`]).
 
 /// Statistics of a set of `f64` values.
 #[derive(Debug, Clone, Copy, PartialEq)]

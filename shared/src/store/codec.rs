@@ -26,7 +26,7 @@ pub const SUMMARY_FIELD_BYTES: usize = 2 + 8 + 4 * 8;
 /// Bytes a summary takes besides its fields: magic, events (u64).
 pub const SUMMARY_HEADER_BYTES: usize = 1 + 8;
 
-/// `summary` as bytes: [`SUMMARY_MAGIC`], events, then per field (in path
+/// `summary` as bytes: `SUMMARY_MAGIC`, events, then per field (in path
 /// order) the path's length and bytes, count, mean, sd, min, max. Paths
 /// are at most 256 bytes (the write path's limit), so their length fits.
 pub fn encode_summary(summary: &Summary) -> Vec<u8> {

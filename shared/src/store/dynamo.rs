@@ -13,21 +13,22 @@
 //! | `sources` entry | `rows` | `s#<name>` | `doc` (S); `version` (N) |
 //! | aggregator state | `agg` | `state` | see [`state`] |
 //! | scope state | `scope#<generation>` | `<scope>` | see [`state`] |
-//! | minute / hour summary | `m#<generation>#<scope>` / `h#<generation>#<scope>` | the index, sortable | `sum` (S, [`crate::store::codec`]) |
+//! | minute / hour summary | `m#<generation>#<scope>` / `h#<generation>#<scope>` | the index, sortable | `sum` (B, [`crate::store::codec`]) |
+//! | applied set | `ap#<second of receipt>` | `ids` | see [`state`] |
 //!
 //! `<scope>` is `all` (every event) or `s:<name>` (one source).
 //!
 //! `<shard>` is two decimal digits, a hash of `sk` modulo [`LOG_SHARDS`]:
 //! write sharding. DynamoDB serves at most 1,000 writes/s per partition key
-//! value, so the log spreads one source over 16 of them (16,000 events/s),
-//! and the aggregator can keep one stream checkpoint per shard, since the
-//! stream delivers the records of one partition key in order.
+//! value, so the log spreads one source over 16 of them (16,000 events/s).
 //!
 //! An append is one conditional `PutItem` (`attribute_not_exists(pk)`): it
 //! never overwrites. With an `Idempotency-Key` the event's own key is
 //! derived from the writer and the key, so a repeat fails the condition and
 //! reads the first event back: idempotency costs no second write and no
 //! separate record, and lasts as long as the log (no TTL needed for it).
+//! A condition failure on the item the same request wrote (an SDK retry
+//! after a lost response: same id, receipt time and data) is a success.
 //! An event item holds at most 64 KiB of `data` plus under 1 KiB of other
 //! attributes, far below DynamoDB's 400 KB item limit.
 

@@ -182,6 +182,7 @@ fn the_stream_mapping_reports_partial_failures_and_keeps_what_fails() {
         ("MaximumRetryAttempts", "StreamMaximumRetryAttempts"),
         ("MaximumRecordAgeInSeconds", "StreamMaximumRecordAgeSeconds"),
         ("BatchSize", "StreamBatchSize"),
+        ("ParallelizationFactor", "StreamParallelizationFactor"),
         (
             "MaximumBatchingWindowInSeconds",
             "StreamBatchingWindowSeconds",
@@ -192,6 +193,11 @@ fn the_stream_mapping_reports_partial_failures_and_keeps_what_fails() {
         assert!(p["MaxValue"].as_i64().is_some(), "{parameter} is unbounded");
     }
     assert!(t["Parameters"]["StreamMaximumRetryAttempts"]["MaxValue"].as_i64() < Some(10_001));
+    assert_eq!(
+        t["Parameters"]["StreamParallelizationFactor"]["MaxValue"].as_i64(),
+        Some(10),
+        "Lambda's limit"
+    );
     // Only event items invoke it, and a schedule rolls the windows.
     let filter = stream["FilterCriteria"]["Filters"][0]["Pattern"]
         .as_str()

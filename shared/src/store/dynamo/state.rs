@@ -7,11 +7,6 @@
 //!   version it read. Every aggregate write goes through it, so concurrent
 //!   invocations (one per stream shard) serialize: a loser reads again and
 //!   retries.
-//! - `ckpt` (M of S): per log shard (`log#NN`), the stream sequence number
-//!   of the last record applied. The stream delivers one partition key's
-//!   records in order, so a record at or below its shard's checkpoint has
-//!   been applied: redelivered batches, bisected batches and retries after
-//!   a partial failure all apply each event exactly once.
 //! - `generation` (N), `floor` (N, ms): which summaries are live, and the
 //!   `received_at` at or below which events are already in them (set by a
 //!   rebuild, 0 otherwise). `allocated` (N): the highest generation handed
@@ -20,6 +15,13 @@
 //!   `sygno_aggregator::dynamo::rebuild`).
 //! - `rendered_end` (N, ms): where the windows of every aggregate's rows
 //!   were last rendered (by a roll, which renders them all).
+//!
+//! # Applied sets (`pk` `ap#<second>`, `sk` `ids`)
+//! `marks` (B): 64-bit marks ([`applied_mark`]) of the events applied that
+//! were received in that second, written in the commit that applies them;
+//! `expires_at` (TTL) 2 days on. An event whose mark is stored has been
+//! applied, whatever order, batching or concurrency its stream record
+//! arrives in (see ARCHITECTURE.md, "The stream aggregator").
 //!
 //! # Aggregates
 //! An aggregate is all events (`all`) or one source's (`s:<name>`):
