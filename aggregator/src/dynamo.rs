@@ -434,7 +434,7 @@ impl Aggregator {
         store
             .commit_state(StateCommit {
                 state: &next,
-                applied: &Default::default(),
+                applied: &[],
                 scopes: &[],
                 summaries: &[],
             })

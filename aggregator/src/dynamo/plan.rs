@@ -9,7 +9,7 @@ use std::ops::Range;
 use sygno_shared::domain::fold::{fold, keys_of, Batch, Scope, ScopeState, SummaryKey};
 use sygno_shared::domain::summary::Summary;
 use sygno_shared::store::dynamo::state::{
-    applied_mark, received_second, AggState, AppliedSets, EventItem,
+    applied_mark, received_second, AggState, AppliedSets, AppliedWrite, EventItem,
 };
 use sygno_shared::views::render_latest;
 
@@ -195,12 +195,17 @@ pub fn runs(events: &[StreamEvent], max_items: usize) -> Vec<Range<usize>> {
 }
 
 impl Plan {
-    /// Only the applied sets this plan adds marks to.
-    pub fn changed_sets(&self, read: &AppliedSets) -> AppliedSets {
+    /// The applied sets this plan adds marks to, each conditional on the
+    /// set `read`.
+    pub fn changed_sets(&self, read: &AppliedSets) -> Vec<AppliedWrite> {
         self.applied_sets
             .iter()
-            .filter(|(second, marks)| read.get(second) != Some(*marks) && !marks.is_empty())
-            .map(|(second, marks)| (*second, marks.clone()))
+            .filter(|(second, marks)| read.get(second) != Some(*marks))
+            .map(|(second, marks)| AppliedWrite {
+                second: *second,
+                marks: marks.clone(),
+                read: read.get(second).map_or(0, BTreeSet::len),
+            })
             .collect()
     }
 }

@@ -229,7 +229,7 @@ async fn start(
         });
         store
             .commit_state(StateCommit {
-                applied: &Default::default(),
+                applied: &[],
                 state: &next,
                 scopes: &[],
                 summaries: &[],
@@ -315,7 +315,7 @@ async fn merge_summaries(
         let summaries: Vec<((u64, SummaryKey), Summary)> = stored.into_iter().collect();
         store
             .commit_state(StateCommit {
-                applied: &Default::default(),
+                applied: &[],
                 state: &next,
                 scopes: &[],
                 summaries: &summaries,
@@ -364,7 +364,7 @@ async fn merge_scopes(
         next.version += 1;
         store
             .commit_state(StateCommit {
-                applied: &Default::default(),
+                applied: &[],
                 state: &next,
                 scopes: &items,
                 summaries: &[],
@@ -405,7 +405,7 @@ async fn switch(
         next.rendered_end = end;
         store
             .commit_state(StateCommit {
-                applied: &Default::default(),
+                applied: &[],
                 state: &next,
                 scopes: &[],
                 summaries: &[],

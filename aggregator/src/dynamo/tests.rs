@@ -666,7 +666,7 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
     stuck.allocated += 1;
     store
         .commit_state(StateCommit {
-            applied: &Default::default(),
+            applied: &[],
             state: &stuck,
             scopes: &[],
             summaries: &[],
@@ -861,7 +861,7 @@ async fn one_commit_over_a_week_of_twenty_fields() {
             chunk.iter().map(|k| (k.clone(), summary.clone())).collect();
         store
             .commit_state(StateCommit {
-                applied: &Default::default(),
+                applied: &[],
                 state: &state,
                 scopes: &[],
                 summaries: &summaries,

@@ -5,8 +5,8 @@
 //! # The state item (`pk` `agg`, `sk` `state`)
 //! - `version` (N): bumped by every commit, which is conditional on the
 //!   version it read. Every aggregate write goes through it, so concurrent
-//!   invocations (one per stream shard) serialize: a loser reads again and
-//!   retries.
+//!   invocations (several per stream shard with a ParallelizationFactor)
+//!   serialize: a loser reads again and retries.
 //! - `generation` (N), `floor` (N, ms): which summaries are live, and the
 //!   `received_at` at or below which events are already in them (set by a
 //!   rebuild, 0 otherwise). `allocated` (N): the highest generation handed
@@ -18,8 +18,8 @@
 //!
 //! # Applied sets (`pk` `ap#<second>`, `sk` `ids`)
 //! `marks` (B): 64-bit marks ([`applied_mark`]) of the events applied that
-//! were received in that second, written in the commit that applies them;
-//! `expires_at` (TTL) 2 days on. An event whose mark is stored has been
+//! were received in that second, written in the commit that applies them,
+//! conditional on the count read (`n`, N); `expires_at` (TTL) 2 days on. An event whose mark is stored has been
 //! applied, whatever order, batching or concurrency its stream record
 //! arrives in (see ARCHITECTURE.md, "The stream aggregator").
 //!
@@ -107,6 +107,17 @@ pub fn applied_mark(event_id: &str) -> u64 {
 /// Applied sets by second of receipt.
 pub type AppliedSets = BTreeMap<i64, BTreeSet<u64>>;
 
+/// An applied set to store, whole: conditional on the stored one still
+/// holding `read` marks (0: absent), so that a commit planned on a stale
+/// read of the set can never drop the marks another commit added (it is
+/// cancelled and read again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedWrite {
+    pub second: i64,
+    pub marks: BTreeSet<u64>,
+    pub read: usize,
+}
+
 /// An aggregate's state item: the scope state and its `latest` row.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScopeItem {
@@ -132,7 +143,7 @@ pub struct StateCommit<'a> {
     pub state: &'a AggState,
     /// Applied sets to replace, whole (the stored ones and this commit's
     /// marks).
-    pub applied: &'a AppliedSets,
+    pub applied: &'a [AppliedWrite],
     pub scopes: &'a [((u64, Scope), ScopeItem)],
     pub summaries: &'a [((u64, SummaryKey), Summary)],
 }
@@ -197,16 +208,21 @@ pub enum Partition {
     Foreign,
 }
 
+/// The aggregator's partition keys, as IAM `dynamodb:LeadingKeys`
+/// patterns (`*` ending a prefix): the template grants the aggregator
+/// these and nothing else (checked by the infra tests).
+pub const AGGREGATOR_KEY_PATTERNS: [&str; 6] =
+    [STATE_PK, ROWS_KEY, "scope#*", "m#*", "h#*", "ap#*"];
+
 impl Partition {
     pub fn of(pk: &str) -> Partition {
+        let matches = |pattern: &&str| match pattern.strip_suffix('*') {
+            Some(prefix) => pk.starts_with(prefix),
+            None => pk == *pattern,
+        };
         if is_log_partition(pk) {
             Partition::Log
-        } else if pk == STATE_PK
-            || pk == ROWS_KEY
-            || ["scope#", "m#", "h#", APPLIED_PREFIX]
-                .iter()
-                .any(|p| pk.starts_with(p))
-        {
+        } else if AGGREGATOR_KEY_PATTERNS.iter().any(matches) {
             Partition::Aggregates
         } else {
             Partition::Foreign
@@ -541,9 +557,11 @@ fn applied_pk(second: i64) -> String {
     format!("{APPLIED_PREFIX}{second}")
 }
 
+/// Applied sets' partition keys (see [`AGGREGATOR_KEY_PATTERNS`]).
 const APPLIED_PREFIX: &str = "ap#";
 const APPLIED_SK: &str = "ids";
 const MARKS: &str = "marks";
+const MARK_COUNT: &str = "n";
 
 impl DynamoStore {
     /// The applied sets of `seconds` (absent: empty), read consistently.
@@ -906,19 +924,32 @@ impl DynamoStore {
         };
         let mut items_bytes = vec![item_bytes(&encode_state(commit.state))];
         let mut writes = vec![state];
-        for (second, marks) in commit.applied {
+        for write in commit.applied {
             let mut item = Item::new();
-            item.insert(PK.into(), s(applied_pk(*second)));
+            item.insert(PK.into(), s(applied_pk(write.second)));
             item.insert(SK.into(), s(APPLIED_SK));
             item.insert("kind".into(), s("applied"));
-            let bytes: Vec<u8> = marks.iter().flat_map(|m| m.to_le_bytes()).collect();
+            let bytes: Vec<u8> = write.marks.iter().flat_map(|m| m.to_le_bytes()).collect();
             item.insert(MARKS.into(), AttributeValue::B(bytes.into()));
+            item.insert(MARK_COUNT.into(), n(write.marks.len()));
             item.insert(
                 super::TTL_ATTRIBUTE.into(),
-                n(second.saturating_add(APPLIED_TTL_SECONDS)),
+                n(write.second.saturating_add(APPLIED_TTL_SECONDS)),
             );
             items_bytes.push(item_bytes(&item));
-            writes.push(self.put_item(item)?);
+            let put = Put::builder().table_name(&*self.table).set_item(Some(item));
+            let put = if write.read == 0 {
+                put.condition_expression("attribute_not_exists(pk)")
+            } else {
+                put.condition_expression("#n = :n")
+                    .expression_attribute_names("#n", MARK_COUNT)
+                    .expression_attribute_values(":n", n(write.read))
+            };
+            writes.push(
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(unavailable)?)
+                    .build(),
+            );
         }
         for ((generation, scope), scope_item) in commit.scopes {
             let mut item = Item::new();

@@ -262,6 +262,48 @@ fn minute(index: i64) -> (u64, SummaryKey) {
     )
 }
 
+/// An applied set is replaced only if it still holds what was read: a
+/// commit planned on a stale read of it is cancelled (a conflict), so no
+/// commit can drop marks another one stored.
+#[tokio::test]
+async fn applied_sets_are_replaced_only_as_read() {
+    use super::state::AppliedWrite;
+    let Some(store) = store().await else { return };
+    let commit = |version: u64, marks: &[u64], read: usize| {
+        let store = store.clone();
+        let write = AppliedWrite {
+            second: 5,
+            marks: marks.iter().copied().collect(),
+            read,
+        };
+        async move {
+            store
+                .commit_state(StateCommit {
+                    state: &AggState {
+                        version,
+                        ..AggState::default()
+                    },
+                    applied: &[write],
+                    scopes: &[],
+                    summaries: &[],
+                })
+                .await
+        }
+    };
+    commit(1, &[1], 0).await.expect("first");
+    // Planned as if the set were absent: refused, and the mark stays.
+    assert!(matches!(
+        commit(2, &[2], 0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let seconds = [5].into_iter().collect();
+    let read = store.read_applied(&seconds).await.expect("read");
+    assert_eq!(read[&5].iter().copied().collect::<Vec<_>>(), [1]);
+    commit(2, &[1, 2], 1).await.expect("as read");
+    let read = store.read_applied(&seconds).await.expect("read");
+    assert_eq!(read[&5].iter().copied().collect::<Vec<_>>(), [1, 2]);
+}
+
 #[tokio::test]
 async fn aggregate_commits_are_conditional_on_the_state_version() {
     let Some(store) = store().await else { return };
@@ -277,7 +319,7 @@ async fn aggregate_commits_are_conditional_on_the_state_version() {
         async move {
             store
                 .commit_state(StateCommit {
-                    applied: &Default::default(),
+                    applied: &[],
                     state: &state,
                     scopes: &[],
                     summaries: &[(minute(5), summary_of(&[1.0]))],
@@ -339,7 +381,7 @@ async fn summaries_read_back_by_key_and_by_index_range() {
     };
     store
         .commit_state(StateCommit {
-            applied: &Default::default(),
+            applied: &[],
             state: &AggState {
                 version: 1,
                 ..AggState::default()
@@ -456,7 +498,7 @@ async fn summaries_and_rows_at_the_limits_are_split_under_the_item_limit() {
     ];
     store
         .commit_state(StateCommit {
-            applied: &Default::default(),
+            applied: &[],
             state: &AggState {
                 version: 1,
                 ..AggState::default()
@@ -559,7 +601,7 @@ async fn one_events_largest_commit_fits_one_transaction() {
         .collect();
     store
         .commit_state(StateCommit {
-            applied: &Default::default(),
+            applied: &[],
             state: &AggState {
                 version: 1,
                 ..AggState::default()
