@@ -23,9 +23,14 @@
 //!    replaced, and any a dead rebuild left half-built): after the switch no
 //!    commit can write them, since every commit re-reads the state.
 //!
-//! Each event is therefore counted once in `g`. A rebuild that dies leaves
-//! its generation unfinished and the state marked: the next one refuses to
-//! start unless forced, and never reuses a generation.
+//! Each event is therefore counted once in `g`. A running rebuild renews
+//! its sign of life (`alive_at`) between its steps (settling, each log
+//! page, each merge) once [`HEARTBEAT`] has passed; one that dies (a
+//! stopped server, a timeout) leaves its generation unfinished and the
+//! state marked. The next rebuild refuses to start while the mark is
+//! younger than [`LEASE`] (unless forced) and takes over after that, so an
+//! abandoned rebuild never blocks later ones, including those started over
+//! HTTP (which cannot force); no generation is ever reused.
 
 use crate::control::{RebuildRequests, RebuildState};
 use crate::dynamo::{render, retry_conflicts};
@@ -42,6 +47,12 @@ use sygno_shared::store::dynamo::state::{
 use sygno_shared::store::dynamo::{DynamoStore, LOG_SHARDS};
 use sygno_shared::store::StoreError;
 use sygno_shared::views::render_latest;
+
+/// How often a running rebuild renews its sign of life.
+pub const HEARTBEAT: Duration = Duration::from_secs(20);
+
+/// How long after its last sign of life a rebuild counts as abandoned.
+pub const LEASE: Duration = Duration::from_secs(120);
 
 /// Timing of a rebuild.
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +97,8 @@ pub struct Report {
 pub enum RebuildError {
     #[error(
         "a rebuild is already in progress (generation {generation}, started {started}); \
-         if it was abandoned, run again with --force"
+         if it was abandoned, it is taken over two minutes after its last sign of life, \
+         or run again with --force"
     )]
     InProgress { generation: u64, started: String },
     #[error("another rebuild took over generation {0}")]
@@ -117,10 +129,12 @@ pub async fn rebuild(
 ) -> Result<Report, RebuildError> {
     let margin = millis(options.margin);
     let (generation, cut) = start(store, clock, margin, options.force).await?;
+    let mut lease = Lease::new(generation);
     progress(Progress::Started { generation, cut });
 
     let ready_at = cut + millis(options.settle);
     loop {
+        lease.renew_if_due(store, clock).await;
         let now = clock();
         if now >= ready_at {
             break;
@@ -132,7 +146,7 @@ pub async fn rebuild(
     }
 
     let (rebuilt, latest, events, skipped) =
-        read_log(store, cut, options.max_fields, progress).await?;
+        read_log(store, clock, &mut lease, cut, options.max_fields, progress).await?;
     let total = rebuilt.summaries.len() + rebuilt.scopes.len();
     let mut merged = 0;
     let keys: Vec<SummaryKey> = rebuilt.summaries.keys().cloned().collect();
@@ -145,12 +159,14 @@ pub async fn rebuild(
         &keys,
         |chunk| merge_summaries(store, generation, chunk, &rebuilt.summaries),
         &mut done,
+        (store, clock, &mut lease),
     )
     .await?;
     in_transactions(
         &scopes,
         |chunk| merge_scopes(store, generation, chunk, &rebuilt.scopes, &latest),
         &mut done,
+        (store, clock, &mut lease),
     )
     .await?;
     switch(store, clock, generation, cut).await?;
@@ -168,6 +184,56 @@ pub async fn rebuild(
     })
 }
 
+/// A running rebuild's claim on its generation, renewed between its steps.
+struct Lease {
+    generation: u64,
+    renewed: std::time::Instant,
+}
+
+impl Lease {
+    fn new(generation: u64) -> Self {
+        Lease {
+            generation,
+            renewed: std::time::Instant::now(),
+        }
+    }
+
+    /// Renews the sign of life if [`HEARTBEAT`] has passed since the last.
+    async fn renew_if_due(&mut self, store: &DynamoStore, clock: &Clock) {
+        if self.renewed.elapsed() < HEARTBEAT {
+            return;
+        }
+        self.renewed = std::time::Instant::now();
+        let generation = self.generation;
+        let renewed = retry_conflicts(|| async {
+            let state = store.read_state().await?;
+            let Some(next) = state.next.as_ref().filter(|n| n.generation == generation) else {
+                return Ok(false);
+            };
+            let mut renewed = state.clone();
+            renewed.version += 1;
+            renewed.next = Some(NextGeneration {
+                alive_at: clock(),
+                ..next.clone()
+            });
+            store
+                .commit_state(StateCommit {
+                    applied: &[],
+                    state: &renewed,
+                    scopes: &[],
+                    summaries: &[],
+                })
+                .await?;
+            Ok(true)
+        })
+        .await;
+        if let Err(e) = renewed {
+            // Superseded or switched shows at the switch; this is a warning.
+            tracing::warn!(error.cause_chain = ?e, "renewing the rebuild's lease failed");
+        }
+    }
+}
+
 /// Runs `merge` over `items` a transaction's worth at a time, halving a
 /// chunk DynamoDB refuses for its size (wide summaries are several items
 /// each, and a transaction takes 100 items and 4 MB); `done(n)` after each
@@ -176,6 +242,7 @@ async fn in_transactions<'a, T, F, Fut>(
     items: &'a [T],
     mut merge: F,
     done: &mut impl FnMut(usize),
+    (store, clock, lease): (&DynamoStore, &Clock, &mut Lease),
 ) -> Result<(), RebuildError>
 where
     F: FnMut(&'a [T]) -> Fut,
@@ -183,6 +250,7 @@ where
 {
     let mut pending: Vec<&[T]> = items.chunks(MAX_TRANSACTION_ITEMS - 1).rev().collect();
     while let Some(chunk) = pending.pop() {
+        lease.renew_if_due(store, clock).await;
         match merge(chunk).await {
             Err(RebuildError::Store(StoreError::Rejected(_))) if chunk.len() > 1 => {
                 let (head, tail) = chunk.split_at(chunk.len() / 2);
@@ -210,13 +278,20 @@ async fn start(
 ) -> Result<(u64, Millis), RebuildError> {
     let started = retry_conflicts(|| async {
         let state = store.read_state().await?;
-        if let (Some(next), false) = (&state.next, force) {
-            return Ok(Err(RebuildError::InProgress {
-                generation: next.generation,
-                started: format_rfc3339(next.started_at),
-            }));
-        }
         let now = clock();
+        if let (Some(next), false) = (&state.next, force) {
+            if now.saturating_sub(next.alive_at) < millis(LEASE) {
+                return Ok(Err(RebuildError::InProgress {
+                    generation: next.generation,
+                    started: format_rfc3339(next.started_at),
+                }));
+            }
+            tracing::warn!(
+                generation = next.generation,
+                alive_at = %format_rfc3339(next.alive_at),
+                "taking over an abandoned rebuild"
+            );
+        }
         let generation = state.allocated.max(state.generation) + 1;
         let cut = now + margin;
         let mut next = state.clone();
@@ -226,6 +301,7 @@ async fn start(
             generation,
             cut,
             started_at: now,
+            alive_at: now,
         });
         store
             .commit_state(StateCommit {
@@ -253,6 +329,8 @@ type Folded = (Batch, BTreeMap<Scope, (LatestKey, String)>, u64, u64);
 /// fields it kept may differ from what the stream's order kept.
 async fn read_log(
     store: &DynamoStore,
+    clock: &Clock,
+    lease: &mut Lease,
     cut: Millis,
     max_fields: usize,
     progress: &mut (dyn FnMut(Progress) + Send),
@@ -264,6 +342,7 @@ async fn read_log(
     for shard in 0..LOG_SHARDS {
         let mut cursor = None;
         loop {
+            lease.renew_if_due(store, clock).await;
             let page = store.read_log_page(shard, cursor).await?;
             for (sk, why) in &page.skipped {
                 skipped += 1;

@@ -662,6 +662,7 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
         generation: stuck.allocated + 1,
         cut: NOW,
         started_at: NOW,
+        alive_at: NOW,
     });
     stuck.allocated += 1;
     store
@@ -697,6 +698,54 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
     assert_rows_match(
         &rows(&store).await,
         &reference_rows(&events, window_end(NOW)),
+    );
+
+    // A rebuild interrupted while it runs (its process stopped) blocks
+    // later unforced ones (as started over HTTP) only until its lease
+    // runs out: then the next takes over and ends equal.
+    // Real pace from a start the test moves (a fixed clock never settles).
+    let moved = Arc::new(std::sync::atomic::AtomicI64::new(NOW));
+    let later: Clock = {
+        let moved = Arc::clone(&moved);
+        let since = std::time::Instant::now();
+        Arc::new(move || {
+            moved.load(std::sync::atomic::Ordering::SeqCst) + since.elapsed().as_millis() as Millis
+        })
+    };
+    let slow = Options {
+        settle: Duration::from_secs(3_600),
+        ..options
+    };
+    let mut started = None;
+    let interrupted = tokio::time::timeout(
+        Duration::from_millis(300),
+        rebuild::rebuild(&store, &later, slow, &mut |p| {
+            if let Progress::Started { generation, .. } = p {
+                started = Some(generation);
+            }
+        }),
+    )
+    .await;
+    assert!(interrupted.is_err(), "still settling when stopped");
+    let abandoned = started.expect("it had started");
+    assert!(matches!(
+        rebuild::rebuild(&store, &later, options, &mut |_| {}).await,
+        Err(rebuild::RebuildError::InProgress { .. })
+    ));
+    moved.store(
+        NOW + rebuild::LEASE.as_millis() as Millis + 1,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let taken_over = rebuild::rebuild(&store, &later, options, &mut |_| {})
+        .await
+        .expect("an abandoned rebuild is taken over");
+    assert!(taken_over.generation > abandoned);
+    assert_rows_match(
+        &rows(&store).await,
+        &reference_rows(
+            &events,
+            store.read_state().await.expect("state").rendered_end,
+        ),
     );
 }
 

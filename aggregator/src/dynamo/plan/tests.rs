@@ -127,6 +127,7 @@ fn a_rebuild_splits_events_between_generations_by_received_at() {
             generation: 2,
             cut: 200,
             started_at: 150,
+            alive_at: 150,
         }),
         ..AggState::default()
     };

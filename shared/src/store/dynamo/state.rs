@@ -11,7 +11,8 @@
 //!   `received_at` at or below which events are already in them (set by a
 //!   rebuild, 0 otherwise). `allocated` (N): the highest generation handed
 //!   out, so an abandoned rebuild's half-written generation is never reused.
-//! - `next_gen`, `next_cut`, `next_started`: a rebuild in progress (see
+//! - `next_gen`, `next_cut`, `next_started`, `next_alive`: a rebuild in
+//!   progress and its last sign of life (see
 //!   `sygno_aggregator::dynamo::rebuild`).
 //! - `rendered_end` (N, ms): where the windows of every aggregate's rows
 //!   were last rendered (by a roll, which renders them all).
@@ -75,6 +76,8 @@ pub struct NextGeneration {
     pub generation: u64,
     pub cut: Millis,
     pub started_at: Millis,
+    /// The rebuild's last sign of life (it renews this while it runs).
+    pub alive_at: Millis,
 }
 
 /// The aggregator's state item (see the module docs).
@@ -521,6 +524,10 @@ fn decode_state(item: &Item) -> Result<AggState> {
                 .map_err(|_| StoreError::Corrupt("negative next_gen".into()))?,
             cut: get_n(item, "next_cut")?,
             started_at: get_n(item, "next_started")?,
+            alive_at: match opt_n(item, "next_alive")? {
+                Some(at) => at,
+                None => get_n(item, "next_started")?,
+            },
         }),
         None => None,
     };
@@ -548,6 +555,7 @@ fn encode_state(state: &AggState) -> Item {
         item.insert("next_gen".into(), n(next.generation));
         item.insert("next_cut".into(), n(next.cut));
         item.insert("next_started".into(), n(next.started_at));
+        item.insert("next_alive".into(), n(next.alive_at));
     }
     item
 }
@@ -1155,6 +1163,7 @@ mod tests {
                 generation: 3,
                 cut: 2_000,
                 started_at: 1_500,
+                alive_at: 1_700,
             }),
             rendered_end: 60_000,
         };
