@@ -295,6 +295,23 @@ async fn deliver(agg: &Aggregator, mut records: Vec<Value>) {
     panic!("a batch kept failing");
 }
 
+/// Runs each queue of deliveries on an aggregator instance of its own,
+/// all at once (as concurrent Lambda containers).
+async fn run_instances(store: &DynamoStore, queues: Vec<Vec<Vec<Value>>>) {
+    let mut running = tokio::task::JoinSet::new();
+    for queue in queues {
+        let agg = aggregator(store);
+        running.spawn(async move {
+            for d in queue {
+                deliver(&agg, d).await;
+            }
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("an instance");
+    }
+}
+
 /// DynamoDB Streams and Lambda promise at-least-once delivery and order
 /// per item only: every event is its own item, so any order of first
 /// delivery is legal, batches are retried, redelivered and bisected, and
@@ -344,18 +361,7 @@ async fn any_order_split_redelivery_and_concurrency_count_each_event_once() {
         for (i, d) in deliveries.into_iter().enumerate() {
             queues[i % instances].push(d);
         }
-        let mut running = tokio::task::JoinSet::new();
-        for queue in queues {
-            let agg = aggregator(&store);
-            running.spawn(async move {
-                for d in queue {
-                    deliver(&agg, d).await;
-                }
-            });
-        }
-        while let Some(done) = running.join_next().await {
-            done.expect("an instance");
-        }
+        run_instances(&store, queues).await;
         assert_rows_match(&rows(&store).await, &expected);
     }
 }
@@ -829,18 +835,7 @@ async fn commits_per_second_by_sources_and_concurrent_instances() {
                 queues[i % instances].push(chunk.to_vec());
             }
             let started = std::time::Instant::now();
-            let mut running = tokio::task::JoinSet::new();
-            for queue in queues {
-                let agg = aggregator(&store);
-                running.spawn(async move {
-                    for d in queue {
-                        deliver(&agg, d).await;
-                    }
-                });
-            }
-            while let Some(done) = running.join_next().await {
-                done.expect("an instance");
-            }
+            run_instances(&store, queues).await;
             let elapsed = started.elapsed().as_secs_f64();
             let commits = store.read_state().await.expect("state").version as f64;
             let sent = log.take();
