@@ -43,7 +43,8 @@ pub struct Worker {
     generation: u64,
     scopes: BTreeMap<Scope, ScopeState>,
     caches: HashMap<Scope, WindowCache>,
-    /// The last batch's summaries as committed (see `fold_batch`).
+    /// The last batch's summaries as committed, under live load (see
+    /// `fold_batch`).
     carried: BTreeMap<SummaryKey, Summary>,
     /// Where the committed window rows end; `None` before the first commit.
     published_end: Option<Millis>,
@@ -297,7 +298,14 @@ impl Worker {
             self.unrendered.extend(batch.scopes.keys().cloned());
         }
         self.scopes.extend(batch.scopes);
-        self.carried = batch.summaries;
+        // Carried only under live load: a backlog's batches spread over
+        // old minutes of every aggregate (little to share between two
+        // batches), and holding them would double the step's memory.
+        if self.behind {
+            self.carried.clear();
+        } else {
+            self.carried = batch.summaries;
+        }
         self.checkpoint = checkpoint;
         Ok(())
     }
