@@ -151,9 +151,8 @@ impl Worker {
     }
 
     /// The least interval between live renders: the configured one (none:
-    /// every batch renders), or
-    /// ten times the last render's duration up to
-    /// [`MAX_LIVE_RENDER_INTERVAL`] when rendering is slow (many
+    /// every batch renders), or ten times the last render's duration up
+    /// to [`MAX_LIVE_RENDER_INTERVAL`] when rendering is slow (many
     /// aggregates touched), so rendering takes at most about a tenth of
     /// the worker's time while rows stay within the contract's 1 s.
     fn live_render_interval(&self) -> Duration {
