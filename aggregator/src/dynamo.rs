@@ -579,6 +579,37 @@ async fn publish(
     }
 }
 
+/// Runs `attempt` again while it fails with a conflict and `patience`
+/// has not run out since the first attempt, with jittered backoff. Each
+/// conflict means another commit landed, so the system as a whole moved
+/// on: a rebuild, racing the stream's commits for the state item, waits
+/// out a steady write load ([`REBUILD_PATIENCE`]) instead of giving up
+/// after a fixed number of races.
+pub(crate) async fn retry_conflicts_for<T, F, Fut>(patience: Duration, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let started = std::time::Instant::now();
+    let mut tries = 0u32;
+    loop {
+        let result = attempt().await;
+        let Err(StoreError::Conflict(why)) = &result else {
+            return result;
+        };
+        if started.elapsed() >= patience {
+            return result;
+        }
+        tries += 1;
+        tracing::debug!(%why, tries, "a rebuild commit conflicted; retrying");
+        let jitter = rand::rng().random_range(0..10 * u64::from(tries.min(10)) + 5);
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+    }
+}
+
+/// How long a rebuild's commit keeps retrying conflicts.
+pub(crate) const REBUILD_PATIENCE: Duration = Duration::from_secs(600);
+
 /// Runs `attempt` again while it fails with a conflict, with jittered
 /// backoff.
 pub(crate) async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T>

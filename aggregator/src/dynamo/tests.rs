@@ -1032,3 +1032,25 @@ async fn wide_events_never_stall_the_stream_aggregator() {
         (json!(2_000), json!(8_001))
     );
 }
+
+/// A rebuild's commit retries conflicts for as long as its patience lasts,
+/// not a fixed number of times (under a steady write load it loses many
+/// races to the stream's commits), and gives the conflict back after.
+#[tokio::test]
+async fn rebuild_commits_outlast_many_conflicts() {
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    let attempt = || async {
+        let n = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n < 3 * COMMIT_ATTEMPTS {
+            Err(StoreError::Conflict("another commit came first".into()))
+        } else {
+            Ok(n)
+        }
+    };
+    let won = retry_conflicts_for(REBUILD_PATIENCE, attempt).await;
+    assert_eq!(won.ok(), Some(3 * COMMIT_ATTEMPTS));
+    tries.store(0, std::sync::atomic::Ordering::SeqCst);
+    let impatient = retry_conflicts_for(Duration::ZERO, attempt).await;
+    assert!(matches!(impatient, Err(StoreError::Conflict(_))));
+    assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
