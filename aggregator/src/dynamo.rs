@@ -224,12 +224,12 @@ impl Aggregator {
         now: Millis,
         render: Render,
     ) -> Result<Outcome> {
-        let mut tries = 0;
+        let mut retries = Retries::new(STREAM_PATIENCE);
         loop {
             let result = self
                 .commit_attempt(cache, touched, events, now, render)
                 .await;
-            if !retry_after(&result, &mut tries).await {
+            if !retries.again(&result).await {
                 return result;
             }
         }
@@ -412,10 +412,10 @@ impl Aggregator {
     pub async fn roll(&self, now: Millis) -> Result<bool> {
         let mut cache = self.cache.lock().await;
         let end = window_end(now);
-        let mut tries = 0;
+        let mut retries = Retries::new(STREAM_PATIENCE);
         loop {
             let result = self.roll_attempt(&mut cache, end).await;
-            if !retry_after(&result, &mut tries).await {
+            if !retries.again(&result).await {
                 return result;
             }
         }
@@ -579,69 +579,87 @@ async fn publish(
     }
 }
 
-/// Runs `attempt` again while it fails with a conflict and `patience`
-/// has not run out since the first attempt, with jittered backoff. Each
-/// conflict means another commit landed, so the system as a whole moved
-/// on: a rebuild, racing the stream's commits for the state item, waits
-/// out a steady write load ([`REBUILD_PATIENCE`]) instead of giving up
-/// after a fixed number of races.
-pub(crate) async fn retry_conflicts_for<T, F, Fut>(patience: Duration, mut attempt: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let started = std::time::Instant::now();
-    let mut tries = 0u32;
-    loop {
-        let result = attempt().await;
-        let Err(StoreError::Conflict(why)) = &result else {
-            return result;
-        };
-        if started.elapsed() >= patience {
-            return result;
-        }
-        tries += 1;
-        tracing::debug!(%why, tries, "a rebuild commit conflicted; retrying");
-        let jitter = rand::rng().random_range(0..10 * u64::from(tries.min(10)) + 5);
-        tokio::time::sleep(Duration::from_millis(jitter)).await;
-    }
+/// How long a commit that conflicts is tried again. Each conflict means
+/// another commit landed, so the system as a whole moved on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Patience {
+    /// At most this many attempts (the stream's commits: Lambda retries
+    /// the batch after that).
+    Attempts(u32),
+    /// For this long from the first attempt: a rebuild, racing the
+    /// stream's commits for the state item, waits out a steady write load
+    /// instead of giving up after a fixed number of races.
+    For(Duration),
 }
 
 /// How long a rebuild's commit keeps retrying conflicts.
-pub(crate) const REBUILD_PATIENCE: Duration = Duration::from_secs(600);
+pub(crate) const REBUILD_PATIENCE: Patience = Patience::For(Duration::from_secs(600));
 
-/// Runs `attempt` again while it fails with a conflict, with jittered
-/// backoff.
-pub(crate) async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T>
+/// The stream's commits' patience.
+const STREAM_PATIENCE: Patience = Patience::Attempts(COMMIT_ATTEMPTS);
+
+/// The retries of one commit. (The commits that keep a render cache loop
+/// on [`Retries::again`] themselves: a closure lending them the cache
+/// would not be `Send`.)
+struct Retries {
+    patience: Patience,
+    tries: u32,
+    started: std::time::Instant,
+}
+
+impl Retries {
+    fn new(patience: Patience) -> Self {
+        Retries {
+            patience,
+            tries: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether to try a commit again after `result`: yes after a conflict
+    /// while patience lasts, once a jittered pause has passed.
+    async fn again<T>(&mut self, result: &Result<T>) -> bool {
+        let Err(StoreError::Conflict(why)) = result else {
+            return false;
+        };
+        let more = match self.patience {
+            Patience::Attempts(attempts) => self.tries + 1 < attempts,
+            Patience::For(patience) => self.started.elapsed() < patience,
+        };
+        if !more {
+            return false;
+        }
+        self.tries += 1;
+        tracing::debug!(%why, tries = self.tries, "aggregate commit conflicted; retrying");
+        let jitter = rand::rng().random_range(0..10 * u64::from(self.tries.min(10)) + 5);
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        true
+    }
+}
+
+/// Runs `attempt` again while it fails with a conflict and `patience`
+/// lasts, with jittered backoff.
+pub(crate) async fn retry_conflicts_with<T, F, Fut>(patience: Patience, mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let mut tries = 0;
+    let mut retries = Retries::new(patience);
     loop {
         let result = attempt().await;
-        if !retry_after(&result, &mut tries).await {
+        if !retries.again(&result).await {
             return result;
         }
     }
 }
 
-/// Whether to try a commit again after `result`: yes after a conflict,
-/// while attempts remain, once a jittered pause has passed. (The commits
-/// that keep a render cache loop on this themselves: a closure lending
-/// them the cache would not be `Send`.)
-async fn retry_after<T>(result: &Result<T>, tries: &mut u32) -> bool {
-    let Err(StoreError::Conflict(why)) = result else {
-        return false;
-    };
-    if *tries + 1 >= COMMIT_ATTEMPTS {
-        return false;
-    }
-    *tries += 1;
-    tracing::debug!(%why, tries = *tries, "aggregate commit conflicted; retrying");
-    let jitter = rand::rng().random_range(0..10 * u64::from((*tries).min(10)) + 5);
-    tokio::time::sleep(Duration::from_millis(jitter)).await;
-    true
+/// [`retry_conflicts_with`] the stream's patience.
+pub(crate) async fn retry_conflicts<T, F, Fut>(attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    retry_conflicts_with(STREAM_PATIENCE, attempt).await
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@
 //! HTTP (which cannot force); no generation is ever reused.
 
 use crate::control::{RebuildRequests, RebuildState};
-use crate::dynamo::{render, retry_conflicts_for, REBUILD_PATIENCE};
+use crate::dynamo::{render, retry_conflicts_with, REBUILD_PATIENCE};
 use crate::Clock;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -205,7 +205,7 @@ impl Lease {
         }
         self.renewed = std::time::Instant::now();
         let generation = self.generation;
-        let renewed = retry_conflicts_for(REBUILD_PATIENCE, || async {
+        let renewed = retry_conflicts_with(REBUILD_PATIENCE, || async {
             let state = store.read_state().await?;
             let Some(next) = state.next.as_ref().filter(|n| n.generation == generation) else {
                 return Ok(false);
@@ -276,7 +276,7 @@ async fn start(
     margin: Millis,
     force: bool,
 ) -> Result<(u64, Millis), RebuildError> {
-    let started = retry_conflicts_for(REBUILD_PATIENCE, || async {
+    let started = retry_conflicts_with(REBUILD_PATIENCE, || async {
         let state = store.read_state().await?;
         let now = clock();
         if let (Some(next), false) = (&state.next, force) {
@@ -377,7 +377,7 @@ async fn merge_summaries(
     keys: &[SummaryKey],
     rebuilt: &BTreeMap<SummaryKey, Summary>,
 ) -> Result<(), RebuildError> {
-    let ours = retry_conflicts_for(REBUILD_PATIENCE, || async {
+    let ours = retry_conflicts_with(REBUILD_PATIENCE, || async {
         let state = store.read_state().await?;
         if state.next.as_ref().map(|n| n.generation) != Some(generation) {
             return Ok(false);
@@ -419,7 +419,7 @@ async fn merge_scopes(
     rebuilt: &BTreeMap<Scope, ScopeState>,
     latest: &BTreeMap<Scope, (LatestKey, String)>,
 ) -> Result<(), RebuildError> {
-    let ours = retry_conflicts_for(REBUILD_PATIENCE, || async {
+    let ours = retry_conflicts_with(REBUILD_PATIENCE, || async {
         let state = store.read_state().await?;
         if state.next.as_ref().map(|n| n.generation) != Some(generation) {
             return Ok(false);
@@ -466,7 +466,7 @@ async fn switch(
     generation: u64,
     cut: Millis,
 ) -> Result<(), RebuildError> {
-    let switched = retry_conflicts_for(REBUILD_PATIENCE, || async {
+    let switched = retry_conflicts_with(REBUILD_PATIENCE, || async {
         let state = store.read_state().await?;
         if state
             .next

@@ -1047,10 +1047,10 @@ async fn rebuild_commits_outlast_many_conflicts() {
             Ok(n)
         }
     };
-    let won = retry_conflicts_for(REBUILD_PATIENCE, attempt).await;
+    let won = retry_conflicts_with(REBUILD_PATIENCE, attempt).await;
     assert_eq!(won.ok(), Some(3 * COMMIT_ATTEMPTS));
     tries.store(0, std::sync::atomic::Ordering::SeqCst);
-    let impatient = retry_conflicts_for(Duration::ZERO, attempt).await;
+    let impatient = retry_conflicts_with(Patience::For(Duration::ZERO), attempt).await;
     assert!(matches!(impatient, Err(StoreError::Conflict(_))));
     assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
