@@ -32,8 +32,6 @@ pub fn seconds_needed(events: &[StreamEvent]) -> BTreeSet<i64> {
 /// The effect of a batch on the aggregates.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// The state read (its `version` is still the one read).
-    pub state: AggState,
     /// The applied sets to store: those read, with this batch's marks.
     pub applied_sets: AppliedSets,
     /// Per generation: the touched scope states (whole, updated) and what
@@ -105,10 +103,7 @@ pub fn plan(
     events: &[StreamEvent],
     max_fields: usize,
 ) -> Plan {
-    let mut plan = Plan {
-        state: state.clone(),
-        ..Plan::default()
-    };
+    let mut plan = Plan::default();
     for event in events {
         let second = received_second(event.item.received_at);
         let marks = plan
