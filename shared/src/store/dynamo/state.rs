@@ -916,20 +916,7 @@ impl DynamoStore {
         let expected = commit.state.version.checked_sub(1).ok_or_else(|| {
             StoreError::Conflict("a commit's state version must be at least 1".into())
         })?;
-        let state = {
-            let put = Put::builder()
-                .table_name(&*self.table)
-                .set_item(Some(encode_state(commit.state)));
-            let put = if expected == 0 {
-                put.condition_expression("attribute_not_exists(pk)")
-            } else {
-                put.condition_expression("version = :v")
-                    .expression_attribute_values(":v", n(expected))
-            };
-            TransactWriteItem::builder()
-                .put(put.build().map_err(unavailable)?)
-                .build()
-        };
+        let state = self.put_expecting(encode_state(commit.state), "version", expected)?;
         let mut items_bytes = vec![item_bytes(&encode_state(commit.state))];
         let mut writes = vec![state];
         for write in commit.applied {
@@ -945,19 +932,8 @@ impl DynamoStore {
                 n(write.second.saturating_add(APPLIED_TTL_SECONDS)),
             );
             items_bytes.push(item_bytes(&item));
-            let put = Put::builder().table_name(&*self.table).set_item(Some(item));
-            let put = if write.read == 0 {
-                put.condition_expression("attribute_not_exists(pk)")
-            } else {
-                put.condition_expression("#n = :n")
-                    .expression_attribute_names("#n", MARK_COUNT)
-                    .expression_attribute_values(":n", n(write.read))
-            };
-            writes.push(
-                TransactWriteItem::builder()
-                    .put(put.build().map_err(unavailable)?)
-                    .build(),
-            );
+            let read = u64::try_from(write.read).unwrap_or(u64::MAX);
+            writes.push(self.put_expecting(item, MARK_COUNT, read)?);
         }
         for ((generation, scope), scope_item) in commit.scopes {
             let mut item = Item::new();
@@ -1124,6 +1100,27 @@ impl DynamoStore {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         Err(StoreError::unavailable(torn_error()))
+    }
+
+    /// A transaction's `Put` of `item`, conditional on the stored item's
+    /// `attribute` being `expected` (0: on there being no item).
+    fn put_expecting(
+        &self,
+        item: Item,
+        attribute: &str,
+        expected: u64,
+    ) -> Result<TransactWriteItem> {
+        let put = Put::builder().table_name(&*self.table).set_item(Some(item));
+        let put = if expected == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("#a = :a")
+                .expression_attribute_names("#a", attribute)
+                .expression_attribute_values(":a", n(expected))
+        };
+        Ok(TransactWriteItem::builder()
+            .put(put.build().map_err(unavailable)?)
+            .build())
     }
 
     fn put_item(&self, item: Item) -> Result<TransactWriteItem> {
