@@ -79,8 +79,9 @@ pub(crate) async fn fold_batch(
             batch.scopes.insert(key.scope.clone(), state);
         }
     }
-    let mut latest = BTreeMap::new();
-    for event in events {
+    // Each aggregate's last `latest` in the batch, by index in `events`.
+    let mut latest: BTreeMap<Scope, usize> = BTreeMap::new();
+    for (i, event) in events.iter().enumerate() {
         let folded = fold(&mut batch, &event.as_ref(), max_fields);
         if folded.unreadable {
             tracing::warn!(
@@ -96,17 +97,17 @@ pub(crate) async fn fold_batch(
             );
         }
         for scope in folded.latest_of {
-            latest.insert(scope, event);
+            latest.insert(scope, i);
         }
     }
-    // Rendered once per aggregate: its last `latest` in the batch.
-    let mut docs: BTreeMap<*const LoggedEvent, String> = BTreeMap::new();
+    // Rendered once per event (all events' and its source's share it).
+    let mut docs: BTreeMap<usize, String> = BTreeMap::new();
     let latest = latest
         .into_iter()
-        .map(|(scope, event)| {
+        .map(|(scope, i)| {
             let doc = docs
-                .entry(std::ptr::from_ref(event))
-                .or_insert_with(|| render_latest(&event.as_ref()));
+                .entry(i)
+                .or_insert_with(|| render_latest(&events[i].as_ref()));
             (scope, doc.clone())
         })
         .collect();
