@@ -431,14 +431,7 @@ impl Aggregator {
         let mut next = state.clone();
         next.version += 1;
         next.rendered_end = end;
-        store
-            .commit_state(StateCommit {
-                state: &next,
-                applied: &[],
-                scopes: &[],
-                summaries: &[],
-            })
-            .await?;
+        store.commit_state(StateCommit::state_only(&next)).await?;
         cache.valid_at = Some((next.version, next.generation));
         // `rendered_end` is committed: a failure from here on leaves the
         // rows behind until the next batch renders its aggregates or the

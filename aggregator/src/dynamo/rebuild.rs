@@ -217,12 +217,7 @@ impl Lease {
                 ..next.clone()
             });
             store
-                .commit_state(StateCommit {
-                    applied: &[],
-                    state: &renewed,
-                    scopes: &[],
-                    summaries: &[],
-                })
+                .commit_state(StateCommit::state_only(&renewed))
                 .await?;
             Ok(true)
         })
@@ -303,14 +298,7 @@ async fn start(
             started_at: now,
             alive_at: now,
         });
-        store
-            .commit_state(StateCommit {
-                applied: &[],
-                state: &next,
-                scopes: &[],
-                summaries: &[],
-            })
-            .await?;
+        store.commit_state(StateCommit::state_only(&next)).await?;
         Ok(Ok((generation, cut)))
     })
     .await?;
@@ -482,14 +470,7 @@ async fn switch(
         next.next = None;
         let end = window_end(clock()).max(state.rendered_end);
         next.rendered_end = end;
-        store
-            .commit_state(StateCommit {
-                applied: &[],
-                state: &next,
-                scopes: &[],
-                summaries: &[],
-            })
-            .await?;
+        store.commit_state(StateCommit::state_only(&next)).await?;
         Ok(Some((next.version, end)))
     })
     .await?;

@@ -672,12 +672,7 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
     });
     stuck.allocated += 1;
     store
-        .commit_state(StateCommit {
-            applied: &[],
-            state: &stuck,
-            scopes: &[],
-            summaries: &[],
-        })
+        .commit_state(StateCommit::state_only(&stuck))
         .await
         .expect("commit");
     let refused = rebuild::rebuild(&store, &clock, options, &mut |_| {}).await;

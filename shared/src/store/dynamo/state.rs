@@ -151,6 +151,18 @@ pub struct StateCommit<'a> {
     pub summaries: &'a [((u64, SummaryKey), Summary)],
 }
 
+impl<'a> StateCommit<'a> {
+    /// A commit of the state item alone.
+    pub fn state_only(state: &'a AggState) -> Self {
+        StateCommit {
+            state,
+            applied: &[],
+            scopes: &[],
+            summaries: &[],
+        }
+    }
+}
+
 /// Rendered rows of one state version: `expose` documents and `sources`
 /// entries.
 #[derive(Debug, Default)]
