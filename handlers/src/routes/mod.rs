@@ -24,7 +24,6 @@ use sygno_aggregator::RebuildHandle;
 use sygno_shared::domain::auth::ApiKeys;
 use sygno_shared::store::{EventLog, ViewStore};
 use tower_http::catch_panic::CatchPanicLayer;
-use utoipa_swagger_ui::SwaggerUi;
 
 /// The prefixes the data routes are served under: the contract's and the
 /// original service's.
@@ -86,8 +85,31 @@ pub fn app(state: AppState) -> Router {
             ADMIN_REBUILD,
             post(admin::start_rebuild).get(admin::rebuild_status),
         )
-        .merge(SwaggerUi::new(DOCS).url(OPENAPI_JSON, openapi::document()));
+        .merge(docs());
     guarded(router).with_state(state)
+}
+
+/// `GET /docs` (the Swagger UI, its assets compiled in) and `GET /openapi.json`.
+#[cfg(feature = "swagger-ui")]
+fn docs<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    utoipa_swagger_ui::SwaggerUi::new(DOCS)
+        .url(OPENAPI_JSON, openapi::document())
+        .into()
+}
+
+/// `GET /docs` and `GET /openapi.json` without compiled-in assets (the
+/// Lambda functions): a page that loads the Swagger UI from a CDN and
+/// points it at `openapi.json` by a relative address, so that an API
+/// Gateway stage prefix keeps working.
+#[cfg(not(feature = "swagger-ui"))]
+fn docs<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    use axum::response::Html;
+    use axum::Json;
+    const PAGE: &str = include_str!("docs.html");
+    let document = Json(openapi::document());
+    Router::new()
+        .route(DOCS, get(|| async { Html(PAGE) }))
+        .route(OPENAPI_JSON, get(move || async move { document.clone() }))
 }
 
 /// The fallbacks and panic guard, so that even unrouted requests and
