@@ -29,6 +29,12 @@ but whose response was lost (a 500 after the item is stored; the SDK then
 retries it). `POST /_sygno/lose-response` with a text as its body (an
 event id) arms it: the next PutItem whose request carries that text as a
 JSON string is applied and answered with an InternalServerError.
+
+And a write DynamoDB refuses for a while (a hot partition's throttling):
+`POST /_sygno/refuse-puts` with a text arms it: every PutItem whose
+request carries that text (as a JSON string or inside one) is refused
+with ProvisionedThroughputExceededException, nothing stored, until
+`POST /_sygno/clear-faults`.
 """
 
 import io
@@ -45,6 +51,12 @@ _Dispatcher = server.DomainDispatcherApplication
 
 
 _lose_response_of = []  # texts whose next PutItem's response is lost
+_refuse_puts_of = []  # texts whose PutItems are refused (throttled)
+
+
+def _answer(start_response, status, text):
+    start_response(status, [("Content-Type", "text/plain")])
+    return [text]
 
 
 class SerializedDispatcher(_Dispatcher):
@@ -53,14 +65,29 @@ class SerializedDispatcher(_Dispatcher):
             size = int(environ.get("CONTENT_LENGTH") or 0)
             with _lock:
                 _lose_response_of.append(environ["wsgi.input"].read(size).decode())
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"armed"]
+            return _answer(start_response, "200 OK", b"armed")
+        if environ.get("PATH_INFO") == "/_sygno/refuse-puts":
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            with _lock:
+                _refuse_puts_of.append(environ["wsgi.input"].read(size).decode())
+            return _answer(start_response, "200 OK", b"armed")
+        if environ.get("PATH_INFO") == "/_sygno/clear-faults":
+            with _lock:
+                _lose_response_of.clear()
+                _refuse_puts_of.clear()
+            return _answer(start_response, "200 OK", b"cleared")
         lost = None
-        if environ.get("HTTP_X_AMZ_TARGET", "").endswith(".PutItem") and _lose_response_of:
+        is_put = environ.get("HTTP_X_AMZ_TARGET", "").endswith(".PutItem")
+        if is_put and (_lose_response_of or _refuse_puts_of):
             size = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(size)
             environ["wsgi.input"] = io.BytesIO(body)
             text = body.decode(errors="replace")
+            if any(json.dumps(t)[1:-1] in text for t in list(_refuse_puts_of)):
+                start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.0")])
+                error = {"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                         "message": "throughput exceeded (test fault)"}
+                return [json.dumps(error).encode()]
             lost = next((sk for sk in _lose_response_of if json.dumps(sk) in text), None)
         with _lock:
             # Materialize the body inside the lock: a lazy iterable would

@@ -1,4 +1,4 @@
-//! Reading a JSON request body: at most 64 KiB (413), and JSON if the
+//! Reading a JSON request body: at most a route's limit (413), and JSON if the
 //! client names a content type (415). A missing Content-Type is read as
 //! JSON, as the original API did.
 
@@ -6,23 +6,27 @@ use crate::error::ApiError;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use sygno_shared::domain::write::MAX_BODY_BYTES;
 
-/// The body's bytes, after the size and content-type checks.
-pub async fn read_json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// The body's bytes, after the size (at most `limit` bytes) and
+/// content-type checks.
+pub async fn read_json_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::payload_too_large());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::payload_too_large(limit));
     }
-    let bytes = Limited::new(body, MAX_BODY_BYTES)
+    let bytes = Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
-                ApiError::payload_too_large()
+                ApiError::payload_too_large(limit)
             } else {
                 ApiError::invalid_json("the request body could not be read".to_owned())
             }

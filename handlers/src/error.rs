@@ -6,7 +6,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use sygno_shared::domain::write::WriteError;
+use sygno_shared::domain::write::{BatchError, WriteError};
 use sygno_shared::store::StoreError;
 
 /// A response body in the envelope, `data` given as JSON text.
@@ -42,6 +42,8 @@ pub struct ApiError {
     /// Stable machine code, sent as `data.error`.
     pub code: &'static str,
     pub description: String,
+    /// The index of the bad event of a batch, sent as `data.index`.
+    pub index: Option<usize>,
 }
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -52,6 +54,7 @@ impl ApiError {
             status,
             code,
             description: description.into(),
+            index: None,
         }
     }
 
@@ -65,15 +68,12 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", description)
     }
 
-    /// 413: body over the limit.
-    pub fn payload_too_large() -> Self {
+    /// 413: body over the route's limit.
+    pub fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!(
-                "the request body is larger than {} bytes",
-                sygno_shared::domain::write::MAX_BODY_BYTES
-            ),
+            format!("the request body is larger than {limit} bytes"),
         )
     }
 
@@ -122,7 +122,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let data = serde_json::json!({ "error": self.code }).to_string();
+        let data = match self.index {
+            Some(index) => serde_json::json!({ "error": self.code, "index": index }),
+            None => serde_json::json!({ "error": self.code }),
+        };
+        let data = data.to_string();
         envelope(self.status, &self.description, &data)
     }
 }
@@ -135,6 +139,15 @@ impl From<WriteError> for ApiError {
             WriteError::Limit { code, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }
+        }
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        ApiError {
+            index: e.index,
+            ..e.error.into()
         }
     }
 }

@@ -2,7 +2,7 @@
 //! annotations and the schema types below. The schema types describe the
 //! wire format only; handlers validate with the domain's parsers.
 
-use crate::routes::{EXPOSE, PREFIXES, SOURCES, WRITE_RAW};
+use crate::routes::{EXPOSE, PREFIXES, SOURCES, WRITE_BATCH, WRITE_RAW};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
@@ -45,6 +45,29 @@ pub struct WriteRawResponse {
     pub status: u16,
     pub description: String,
     pub data: WriteRawData,
+}
+
+/// 1 to 1,000 events, the body at most 1 MiB. Other top-level fields are
+/// refused (422).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteBatchRequest {
+    /// Each checked as a `write_raw` body is.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub events: Vec<WriteRawRequest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteBatchData {
+    /// One per event, in request order.
+    pub events: Vec<WriteRawData>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteBatchResponse {
+    pub status: u16,
+    pub description: String,
+    pub data: WriteBatchData,
 }
 
 /// The row to read. `24_average` is accepted as `24h_average`.
@@ -197,8 +220,10 @@ pub struct ErrorData {
     /// unsupported_media_type, invalid_json, invalid_body,
     /// too_many_fields, field_path_too_long, field_collision, not_found,
     /// unknown_source, method_not_allowed, rebuild_running, unavailable,
-    /// internal.
+    /// too_many_events, internal.
     pub error: String,
+    /// `write_batch`: the index of the first bad event.
+    pub index: Option<usize>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -236,6 +261,7 @@ pub struct RebuildResponse {
     ),
     paths(
         crate::routes::write_raw::write_raw,
+        crate::routes::write_batch::write_batch,
         crate::routes::expose::expose,
         crate::routes::sources::list_sources,
         crate::routes::health::health,
@@ -257,7 +283,7 @@ impl Modify for Additions {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
         );
         let [canonical, legacy] = PREFIXES;
-        for route in [WRITE_RAW, EXPOSE, SOURCES] {
+        for route in [WRITE_RAW, WRITE_BATCH, EXPOSE, SOURCES] {
             let Some(item) = openapi.paths.paths.get(&format!("{canonical}{route}")) else {
                 continue;
             };

@@ -230,3 +230,27 @@ async fn keys_come_from_an_ssm_secure_string() {
         .expect_err("malformed");
     assert!(!format!("{bad:?}").contains("s3cret"), "{bad:?}");
 }
+
+/// `write_batch` through the write function: the same payload shapes, a
+/// batch body, a repeat under the same Idempotency-Key.
+#[tokio::test]
+async fn a_batch_through_api_gateway_is_stored_once() {
+    let h = harness();
+    let mut event: Value = serde_json::from_str(V2_WRITE).expect("fixture");
+    for path in ["/rawPath", "/requestContext/http/path"] {
+        *event.pointer_mut(path).expect(path) = json!("/prod/source/write_batch");
+    }
+    let batch = json!({"events": [{"data": {"t": 1}}, {"data": {"t": 2}, "name": "gh-2"}]});
+    event["body"] = json!(batch.to_string());
+    let event = event.to_string();
+    let (status, body) = invoke(&h, &event, &h.write_key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["events"].as_array().map(Vec::len), Some(2));
+    let (_, again) = invoke(&h, &event, &h.write_key).await;
+    assert_eq!(again["data"]["events"][1]["duplicate"], true, "{again}");
+    assert_eq!(
+        again["data"]["events"][1]["event_id"],
+        body["data"]["events"][1]["event_id"]
+    );
+    assert_eq!(h.store.head().await.expect("head"), 2);
+}

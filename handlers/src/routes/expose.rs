@@ -15,7 +15,7 @@ use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::Scope;
 use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::window_end;
-use sygno_shared::domain::write::{classify, MAX_NAME_CHARS};
+use sygno_shared::domain::write::{classify, MAX_BODY_BYTES, MAX_NAME_CHARS};
 use sygno_shared::views::render_window;
 
 const SHAPE: &str = "body must be a JSON object {\"type\": T, \"name\"?: source} with T one of \
@@ -46,7 +46,7 @@ pub async fn expose(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&state.keys, &headers, Role::Read)?;
-    let bytes = read_json_body(&headers, body).await?;
+    let bytes = read_json_body(&headers, body, MAX_BODY_BYTES).await?;
     // Other fields are ignored, as the original API did.
     let request: Map<String, Value> =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::from(classify(&e, &bytes, SHAPE)))?;

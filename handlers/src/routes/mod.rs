@@ -1,6 +1,6 @@
 //! The router: one function, [`app`], serves every entry point.
 //!
-//! Routes: `POST {/source,/sygno}/write_raw` (role write),
+//! Routes: `POST {/source,/sygno}/write_raw` and `write_batch` (role write),
 //! `POST {/source,/sygno}/expose` and `GET {/source,/sygno}/sources`
 //! (role read), `GET /health`,
 //! `POST|GET /admin/rebuild` (role admin), `GET /docs`, `GET /openapi.json`.
@@ -11,6 +11,7 @@ pub mod admin;
 pub mod expose;
 pub mod health;
 pub mod sources;
+pub mod write_batch;
 pub mod write_raw;
 
 use crate::error::ApiError;
@@ -29,6 +30,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 /// original service's.
 pub const PREFIXES: [&str; 2] = ["/source", "/sygno"];
 pub const WRITE_RAW: &str = "/write_raw";
+pub const WRITE_BATCH: &str = "/write_batch";
 pub const EXPOSE: &str = "/expose";
 pub const SOURCES: &str = "/sources";
 pub const HEALTH: &str = "/health";
@@ -76,6 +78,10 @@ pub fn app(state: AppState) -> Router {
     for prefix in PREFIXES {
         router = router
             .route(&format!("{prefix}{WRITE_RAW}"), post(write_raw::write_raw))
+            .route(
+                &format!("{prefix}{WRITE_BATCH}"),
+                post(write_batch::write_batch),
+            )
             .route(&format!("{prefix}{EXPOSE}"), post(expose::expose))
             .route(&format!("{prefix}{SOURCES}"), get(sources::list_sources));
     }

@@ -965,7 +965,7 @@ struct BrokenStore;
 
 #[async_trait::async_trait]
 impl EventLog for BrokenStore {
-    async fn append(&self, _: NewEvent) -> Result<Appended, StoreError> {
+    async fn append_batch(&self, _: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
         Err(StoreError::Unavailable(
             "disk on fire at /var/secret/path".into(),
         ))
@@ -1039,4 +1039,170 @@ async fn a_panic_answers_500_in_the_envelope() {
     .await;
     assert_error(status, &body, StatusCode::INTERNAL_SERVER_ERROR, "internal");
     assert!(!body.to_string().contains("internal detail"));
+}
+
+/// A `write_batch` body of `n` small events, the i-th with `x = i`.
+fn batch_body(n: usize) -> String {
+    let events: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"data": {{"x": {i}}}, "name": "gh-{}"}}"#, i % 3))
+        .collect();
+    format!(r#"{{"events": [{}]}}"#, events.join(","))
+}
+
+#[tokio::test]
+async fn a_batch_of_one_or_a_thousand_is_stored_in_order() {
+    let h = harness();
+    for (n, alias) in [(1, "/source/write_batch"), (1000, "/sygno/write_batch")] {
+        let before = h.store.head().await.expect("head");
+        let (status, body) = send(&h.app, post(alias, Some(WRITE), batch_body(n))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_envelope(status, &body);
+        let answered = body["data"]["events"].as_array().expect("events");
+        assert_eq!(answered.len(), n);
+        assert!(answered.iter().all(|e| e["duplicate"] == json!(false)));
+        let stored = h.store.read_after(before, 2000).await.expect("read");
+        assert_eq!(stored.len(), n);
+        for (i, (event, answer)) in stored.iter().zip(answered).enumerate() {
+            assert_eq!(json!(event.event_id), answer["event_id"]);
+            assert_eq!(event.data, format!(r#"{{"x": {i}}}"#));
+            assert_eq!(event.name, format!("gh-{}", i % 3));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_or_overfull_batch_stores_nothing() {
+    let h = harness();
+    let (status, body) = send(
+        &h.app,
+        post("/source/write_batch", Some(WRITE), batch_body(1001)),
+    )
+    .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "too_many_events",
+    );
+
+    let mut big = batch_body(1);
+    let pad = 1024 * 1024 + 1 - big.len();
+    big.insert_str(big.len() - 1, &" ".repeat(pad));
+    assert_eq!(big.len(), 1024 * 1024 + 1);
+    let (status, body) = send(
+        &h.app,
+        post("/source/write_batch", Some(WRITE), big.clone()),
+    )
+    .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    big.pop();
+    big.pop();
+    big.push('}');
+    let (status, body) = send(&h.app, post("/source/write_batch", Some(WRITE), big)).await;
+    assert_eq!(status, StatusCode::OK, "1 MiB exactly is accepted: {body}");
+    assert_eq!(h.store.head().await.expect("head"), 1);
+}
+
+#[tokio::test]
+async fn one_bad_event_refuses_the_batch_and_is_named() {
+    let h = harness();
+    let mut events: Vec<Value> = (0..1000).map(|i| json!({"data": {"x": i}})).collect();
+    events[537] = json!({"data": {"x": 1}, "event_time": "tomorrow"});
+    events[900] = json!({"data": 7});
+    let body = json!({ "events": events }).to_string();
+    let (status, body) = send(&h.app, post("/source/write_batch", Some(WRITE), body)).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    );
+    assert_eq!(body["data"]["index"], json!(537), "{body}");
+    let description = body["description"].as_str().unwrap_or_default();
+    assert!(
+        description.contains("events[537]") && description.contains("event_time"),
+        "{description}"
+    );
+    assert_eq!(h.store.head().await.expect("head"), 0, "nothing stored");
+
+    // The first check that fails answers: syntax anywhere before any event.
+    let (status, body) = send(
+        &h.app,
+        post(
+            "/source/write_batch",
+            Some(WRITE),
+            r#"{"events": [{"data": {}}, {"data": {"x": 1e400}}]}"#,
+        ),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_json");
+    let (status, body) = send(
+        &h.app,
+        post("/source/write_batch", Some(READ), batch_body(1)),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test]
+async fn a_repeated_batch_key_answers_every_event_as_a_duplicate() {
+    let h = harness();
+    let call = || {
+        with_header(
+            post("/source/write_batch", Some(WRITE), batch_body(50)),
+            IDEMPOTENCY_KEY_HEADER,
+            "backfill-2021-05-01",
+        )
+    };
+    let (_, first) = send(&h.app, call()).await;
+    let (status, again) = send(&h.app, call()).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    let first = first["data"]["events"].as_array().expect("events").clone();
+    let again = again["data"]["events"].as_array().expect("events").clone();
+    assert_eq!(first.len(), 50);
+    for (a, b) in first.iter().zip(&again) {
+        assert_eq!(a["event_id"], b["event_id"]);
+        assert_eq!(a["event_time"], b["event_time"]);
+        assert_eq!(
+            (a["duplicate"].clone(), b["duplicate"].clone()),
+            (json!(false), json!(true))
+        );
+    }
+    assert_eq!(h.store.head().await.expect("head"), 50);
+
+    // The batch key never swallows a single write's key of the same text.
+    let single = with_header(
+        post("/source/write_raw", Some(WRITE), EVENT),
+        IDEMPOTENCY_KEY_HEADER,
+        "backfill-2021-05-01",
+    );
+    let (_, single) = send(&h.app, single).await;
+    assert_eq!(single["data"]["duplicate"], json!(false), "{single}");
+}
+
+#[tokio::test]
+async fn climate_computer_tables_are_valid_batch_items() {
+    let h = harness();
+    let table = |t: f64, ts: &str| {
+        json!({"data": {"name": "_ws_source_meteo",
+            "rows": [["Variable", "Value"], ["external_temperature_c", t]], "ts": ts}})
+    };
+    let body = json!({"events": [table(9.5, "2021-05-01T12:07:50+02:00"), table(10.5, "2021-05-01T12:08:50+02:00")]});
+    let (status, body) = send(
+        &h.app,
+        post("/source/write_batch", Some(WRITE), body.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["data"]["events"][1]["event_time"],
+        json!("2021-05-01T10:08:50.000Z")
+    );
+    let stored = h.store.read_after(0, 10).await.expect("read");
+    assert!(stored.iter().all(|e| e.name == "_ws_source_meteo"));
 }

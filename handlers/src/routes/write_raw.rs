@@ -10,18 +10,61 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
+use sygno_shared::domain::auth::KeyId;
 use sygno_shared::domain::auth::Role;
+use sygno_shared::domain::event::Appended;
 use sygno_shared::domain::event::NewEvent;
 use sygno_shared::domain::time::format_rfc3339;
-use sygno_shared::domain::write::{parse_idempotency_key, parse_write};
+use sygno_shared::domain::time::Millis;
+use sygno_shared::domain::write::{
+    parse_idempotency_key, parse_write, WriteCommand, WriteError, MAX_BODY_BYTES,
+};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
+/// One event's answer.
 #[derive(Serialize)]
-struct Written {
+pub(crate) struct Written {
     event_id: String,
     event_time: String,
     duplicate: bool,
+}
+
+impl From<Appended> for Written {
+    fn from(appended: Appended) -> Self {
+        Written {
+            event_id: appended.event_id,
+            event_time: format_rfc3339(appended.event_time),
+            duplicate: appended.duplicate,
+        }
+    }
+}
+
+/// The request's `Idempotency-Key`, if any, validated.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, WriteError> {
+    headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .map(|v| parse_idempotency_key(v.as_bytes()))
+        .transpose()
+}
+
+/// The event to append for a validated write: a new id, the writer's key
+/// id, the receipt time.
+pub(crate) fn new_event(
+    command: WriteCommand,
+    writer: &KeyId,
+    now: Millis,
+    idempotency_key: Option<String>,
+) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_time: command.event_time,
+        received_at: now,
+        name: command.name,
+        user_id: writer.as_str().to_owned(),
+        data: command.data.get().to_owned(),
+        idempotency_key,
+    }
 }
 
 /// Appends a raw event to the log.
@@ -50,35 +93,15 @@ pub async fn write_raw(
     body: Body,
 ) -> Result<Response, ApiError> {
     let writer = authorize(&state.keys, &headers, Role::Write)?;
-    let bytes = read_json_body(&headers, body).await?;
+    let bytes = read_json_body(&headers, body, MAX_BODY_BYTES).await?;
     let now = now_ms();
     let command = parse_write(&bytes, now)?;
-    let idempotency_key = headers
-        .get(IDEMPOTENCY_KEY_HEADER)
-        .map(|v| parse_idempotency_key(v.as_bytes()))
-        .transpose()?;
-    let event = NewEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        event_time: command.event_time,
-        received_at: now,
-        name: command.name,
-        user_id: writer.as_str().to_owned(),
-        data: command.data.get().to_owned(),
-        idempotency_key,
-    };
+    let event = new_event(command, &writer, now, idempotency_key(&headers)?);
     let appended = state.log.append(event).await?;
     let description = if appended.duplicate {
         "duplicate: this Idempotency-Key was used before; nothing was appended"
     } else {
         "event stored"
     };
-    Ok(ok(
-        StatusCode::OK,
-        description,
-        &Written {
-            event_id: appended.event_id,
-            event_time: format_rfc3339(appended.event_time),
-            duplicate: appended.duplicate,
-        },
-    ))
+    Ok(ok(StatusCode::OK, description, &Written::from(appended)))
 }

@@ -60,6 +60,84 @@ pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
 /// Validates a `write_raw` body received at `now`.
 pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError> {
     check_numbers(body)?;
+    parse_event(body, now)
+}
+
+/// Largest accepted `write_batch` body.
+pub const MAX_BATCH_BODY_BYTES: usize = 1024 * 1024;
+/// Most events in one `write_batch`.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+/// Why a batch was refused: the error, and the index of the first bad
+/// event (`None` when the batch itself is malformed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    pub index: Option<usize>,
+    pub error: WriteError,
+}
+
+impl From<WriteError> for BatchError {
+    fn from(error: WriteError) -> Self {
+        BatchError { index: None, error }
+    }
+}
+
+/// Validates a `write_batch` body received at `now`: `{"events": [...]}`,
+/// 1 to [`MAX_BATCH_EVENTS`] events, each checked as [`parse_write`]
+/// checks one. Syntax anywhere in the body comes first (400).
+pub fn parse_batch(body: &[u8], now: Millis) -> Result<Vec<WriteCommand>, BatchError> {
+    check_numbers(body)?;
+    let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
+        .map_err(|e| classify(&e, body, "body must be a JSON object"))?;
+    if let Some(unknown) = top.keys().find(|k| k.as_str() != "events") {
+        return Err(invalid(format!("unknown field `{unknown}`: allowed is `events`")).into());
+    }
+    let raw = top
+        .remove("events")
+        .ok_or_else(|| invalid("`events` is required"))?;
+    let events: Vec<&RawValue> = serde_json::from_str(raw.get())
+        .map_err(|e| classify(&e, raw.get().as_bytes(), "`events` must be an array"))?;
+    if events.is_empty() || events.len() > MAX_BATCH_EVENTS {
+        return Err(WriteError::Limit {
+            code: "too_many_events",
+            message: format!(
+                "`events` holds {} events; a batch holds 1 to {MAX_BATCH_EVENTS}",
+                events.len()
+            ),
+        }
+        .into());
+    }
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            parse_event(event.get().as_bytes(), now).map_err(|error| BatchError {
+                index: Some(index),
+                error: match error {
+                    WriteError::Invalid(text) => {
+                        WriteError::Invalid(format!("events[{index}]: {text}"))
+                    }
+                    WriteError::Limit { code, message } => WriteError::Limit {
+                        code,
+                        message: format!("events[{index}]: {message}"),
+                    },
+                    syntax @ WriteError::Syntax(_) => syntax,
+                },
+            })
+        })
+        .collect()
+}
+
+/// The idempotency key of the `index`-th event of a batch sent with
+/// `batch_key`: as if that event had been written alone with its own key.
+/// The space cannot occur in a key a client sends (visible ASCII only), so
+/// it never names a `write_raw` key's event.
+pub fn batch_event_key(batch_key: &str, index: usize) -> String {
+    format!("{batch_key} {index}")
+}
+
+/// [`parse_write`] after the numbers' check.
+fn parse_event(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError> {
     let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
         .map_err(|e| classify(&e, body, "body must be a JSON object"))?;
     if let Some(unknown) = top

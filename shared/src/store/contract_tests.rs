@@ -64,3 +64,36 @@ pub(crate) async fn concurrent_repeats_append_once_per_key(
     }
     assert_eq!(fresh, keys);
 }
+
+/// A batch is answered in order; repeated with the same keys (as a
+/// client's retry, with new event ids), every event is a duplicate naming
+/// the first; a batch of which an earlier attempt stored a part stores
+/// only the rest.
+pub(crate) async fn batches_answer_in_order_and_repeat_as_duplicates(log: &dyn EventLog) {
+    let batch = |attempt: &str, keys: &str| -> Vec<NewEvent> {
+        (0..5)
+            .map(|i| new_event(&format!("{attempt}{i}"), "u9", Some(&format!("{keys} {i}"))))
+            .collect()
+    };
+    let first = log.append_batch(batch("a", "batch")).await.expect("batch");
+    let ids: Vec<&str> = first.iter().map(|a| a.event_id.as_str()).collect();
+    assert_eq!(ids, ["a0", "a1", "a2", "a3", "a4"]);
+    assert!(first.iter().all(|a| !a.duplicate));
+    let again = log.append_batch(batch("b", "batch")).await.expect("repeat");
+    assert_eq!(
+        again
+            .iter()
+            .map(|a| a.event_id.as_str())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    assert!(again.iter().all(|a| a.duplicate));
+
+    log.append(new_event("c3", "u9", Some("part 3")))
+        .await
+        .expect("a part stored earlier");
+    let rest = log.append_batch(batch("d", "part")).await.expect("rest");
+    let dup: Vec<bool> = rest.iter().map(|a| a.duplicate).collect();
+    assert_eq!(dup, [false, false, false, true, false]);
+    assert_eq!(rest[3].event_id, "c3");
+}

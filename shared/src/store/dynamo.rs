@@ -46,6 +46,7 @@ use aws_sdk_dynamodb::types::{
     TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_dynamodb::Client;
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -327,9 +328,38 @@ impl DynamoStore {
     }
 }
 
+/// How many of a batch's conditional puts are in flight at once.
+pub const BATCH_PUTS_IN_FLIGHT: usize = 32;
+
 #[async_trait]
 impl EventLog for DynamoStore {
-    async fn append(&self, event: NewEvent) -> Result<Appended> {
+    /// One conditional `PutItem` per event (DynamoDB's batch write takes
+    /// no conditions), [`BATCH_PUTS_IN_FLIGHT`] at a time, answers in
+    /// request order. The first failure fails the batch once the puts in
+    /// flight are done; the events already put stay (each is whole).
+    async fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
+        futures::stream::iter(events)
+            .map(|event| self.append_one(event))
+            .buffered(BATCH_PUTS_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.client
+            .describe_table()
+            .table_name(&*self.table)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+impl DynamoStore {
+    /// One event's conditional put; a condition failure on the item this
+    /// same request wrote (an SDK retry after a lost response) is a success.
+    async fn append_one(&self, event: NewEvent) -> Result<Appended> {
         let key = event_key(&event);
         let sent = Sent {
             event_id: event.event_id.clone(),
@@ -368,16 +398,6 @@ impl EventLog for DynamoStore {
             },
             Err(e) => Err(unavailable(e)),
         }
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.client
-            .describe_table()
-            .table_name(&*self.table)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 }
 

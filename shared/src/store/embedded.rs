@@ -134,9 +134,10 @@ fn tier_column(tier: Tier) -> i64 {
     }
 }
 
+/// One request's appends: one event, or a whole batch (stored all or none).
 struct AppendJob {
-    event: NewEvent,
-    reply: oneshot::Sender<Result<Appended>>,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<Appended>>>,
 }
 
 /// The SQLite store. Cheap to clone; the writer thread stops when the last
@@ -333,10 +334,14 @@ fn load_views(conn: &Connection) -> Result<Views> {
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendJob>, head: watch::Sender<u64>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
+        let mut events = first.events.len();
         jobs.push(first);
-        while jobs.len() < MAX_GROUP {
+        while events < MAX_GROUP {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(job) => {
+                    events += job.events.len();
+                    jobs.push(job);
+                }
                 Err(_) => break,
             }
         }
@@ -367,22 +372,42 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendJob>, head: wa
     }
 }
 
-type GroupResult = Vec<rusqlite::Result<(Appended, Option<u64>)>>;
+type GroupResult = Vec<rusqlite::Result<(Vec<Appended>, Option<u64>)>>;
 
 fn commit_group(conn: &mut Connection, jobs: &[AppendJob]) -> rusqlite::Result<GroupResult> {
     let mut tx = conn.transaction()?;
     let results = jobs
         .iter()
-        .map(|job| append_one(&mut tx, &job.event))
+        .map(|job| append_job(&mut tx, &job.events))
         .collect();
     tx.commit()?;
     Ok(results)
 }
 
-/// Appends one event (or finds its idempotent twin) inside a savepoint.
-/// Returns the new sequence number, `None` for a duplicate.
-fn append_one(tx: &mut Transaction<'_>, e: &NewEvent) -> rusqlite::Result<(Appended, Option<u64>)> {
+/// Appends one request's events inside a savepoint: all of them, or (on
+/// any failure) none. Returns the greatest new sequence number, `None`
+/// when every event was a duplicate.
+fn append_job(
+    tx: &mut Transaction<'_>,
+    events: &[NewEvent],
+) -> rusqlite::Result<(Vec<Appended>, Option<u64>)> {
     let sp = tx.savepoint()?;
+    let mut last = None;
+    let appended = events
+        .iter()
+        .map(|e| {
+            let (appended, seq) = append_one(&sp, e)?;
+            last = seq.or(last);
+            Ok(appended)
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    sp.commit()?;
+    Ok((appended, last))
+}
+
+/// Appends one event (or finds its idempotent twin). Returns the new
+/// sequence number, `None` for a duplicate.
+fn append_one(sp: &Connection, e: &NewEvent) -> rusqlite::Result<(Appended, Option<u64>)> {
     if let Some(key) = &e.idempotency_key {
         let first = sp
             .prepare_cached(
@@ -421,7 +446,6 @@ fn append_one(tx: &mut Transaction<'_>, e: &NewEvent) -> rusqlite::Result<(Appen
         )?
         .execute(params![e.user_id, key, seq, e.received_at])?;
     }
-    sp.commit()?;
     let seq = u64::try_from(seq).unwrap_or_default();
     Ok((
         Appended {
@@ -435,12 +459,14 @@ fn append_one(tx: &mut Transaction<'_>, e: &NewEvent) -> rusqlite::Result<(Appen
 
 #[async_trait]
 impl EventLog for EmbeddedStore {
-    async fn append(&self, event: NewEvent) -> Result<Appended> {
+    /// The batch is one job of the writer's group commit: stored in one
+    /// transaction, all or nothing.
+    async fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
         let closed = || StoreError::Unavailable("the event log writer has stopped".into());
         let writer = self.inner.writer.as_ref().ok_or_else(closed)?;
         let (reply, answer) = oneshot::channel();
         writer
-            .send(AppendJob { event, reply })
+            .send(AppendJob { events, reply })
             .await
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?

@@ -86,9 +86,20 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The append-only event log, write side.
 #[async_trait]
 pub trait EventLog: Send + Sync {
+    /// Appends events durably, in order, answering each as [`Self::append`]
+    /// does. Returns only once every one is durable. On an error, the
+    /// embedded store has stored none of them; DynamoDB may have stored
+    /// some (each event is its own item): a retry with the same
+    /// idempotency keys completes the batch without duplicates.
+    async fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>>;
     /// Appends an event durably, or returns the first event stored under the
     /// same idempotency key and writer. Returns only once durable.
-    async fn append(&self, event: NewEvent) -> Result<Appended>;
+    async fn append(&self, event: NewEvent) -> Result<Appended> {
+        self.append_batch(vec![event])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an append answered nothing".into()))
+    }
     /// Succeeds when the store is reachable.
     async fn ping(&self) -> Result<()>;
 }

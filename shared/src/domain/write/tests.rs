@@ -143,3 +143,82 @@ fn idempotency_keys_are_visible_ascii() {
         assert!(parse_idempotency_key(bad).is_err(), "{bad:?}");
     }
 }
+
+#[track_caller]
+fn batch_err(body: &str) -> BatchError {
+    match parse_batch(body.as_bytes(), NOW) {
+        Ok(c) => panic!("{body} was accepted: {c:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn a_batch_is_checked_event_by_event() {
+    let batch = parse_batch(
+        br#"{"events": [{"data": {"x": 1}}, {"data": {"y": 2}, "name": "gh-1"}]}"#,
+        NOW,
+    )
+    .expect("a valid batch");
+    assert_eq!(batch.len(), 2);
+    assert_eq!(batch[1].name, "gh-1");
+    assert_eq!(batch[1].fields.get("y"), Some(&2.0));
+
+    let e = batch_err(r#"{"events": [{"data": {}}, {"data": {}}, {"data": 3}]}"#);
+    assert_eq!(e.index, Some(2));
+    assert!(
+        matches!(&e.error, WriteError::Invalid(t) if t.starts_with("events[2]: ")),
+        "{e:?}"
+    );
+
+    let wide: Vec<String> = (0..1001).map(|i| format!("\"f{i}\": 1")).collect();
+    let body = format!(
+        r#"{{"events": [{{"data": {{}}}}, {{"data": {{{}}}}}]}}"#,
+        wide.join(",")
+    );
+    let e = batch_err(&body);
+    assert_eq!(e.index, Some(1));
+    assert!(matches!(
+        e.error,
+        WriteError::Limit {
+            code: "too_many_fields",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_malformed_batch_names_no_event() {
+    for (body, syntax) in [
+        (r#"{"events": [{"data": {}}"#, true),
+        (r#"{"events": [{"data": {"x": 1e999}}]}"#, true),
+        (r#"{"events": []}"#, false),
+        (r#"{"events": {}}"#, false),
+        (r#"{"event": [{"data": {}}]}"#, false),
+        (r#"[]"#, false),
+    ] {
+        let e = batch_err(body);
+        assert_eq!(e.index, None, "{body}");
+        assert_eq!(
+            matches!(e.error, WriteError::Syntax(_)),
+            syntax,
+            "{body}: {e:?}"
+        );
+    }
+    let many = vec![r#"{"data": {}}"#; MAX_BATCH_EVENTS + 1].join(",");
+    let e = batch_err(&format!(r#"{{"events": [{many}]}}"#));
+    assert!(matches!(
+        e.error,
+        WriteError::Limit {
+            code: "too_many_events",
+            ..
+        }
+    ));
+    assert_eq!(e.index, None);
+}
+
+#[test]
+fn batch_event_keys_never_name_a_single_write_key() {
+    let key = batch_event_key("order-7", 3);
+    assert_eq!(key, "order-7 3");
+    assert!(parse_idempotency_key(key.as_bytes()).is_err());
+}

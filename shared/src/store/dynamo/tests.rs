@@ -17,20 +17,90 @@ async fn store() -> Option<DynamoStore> {
 /// the next PutItem carrying `text`: the item is stored, the answer is a
 /// 500, and the SDK retries.
 fn lose_next_put_response(text: &str) {
+    test_server_fault("lose-response", text, "armed");
+}
+
+/// Sends `POST /_sygno/<fault>` with `text` to the test server
+/// (scripts/moto_server.py) and checks its answer.
+fn test_server_fault(fault: &str, text: &str, expected: &str) {
     use std::io::{Read, Write};
     let endpoint = std::env::var(super::testing::ENDPOINT_VAR).expect("endpoint");
     let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let mut conn = std::net::TcpStream::connect(host).expect("connect");
     write!(
         conn,
-        "POST /_sygno/lose-response HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\
+        "POST /_sygno/{fault} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{text}",
         text.len()
     )
     .expect("send");
     let mut answer = String::new();
     conn.read_to_string(&mut answer).expect("read");
-    assert!(answer.contains("armed"), "{answer}");
+    assert!(answer.contains(expected), "{answer}");
+}
+
+/// A batch whose puts fail midway (DynamoDB throttles some of them) is a
+/// failure that stored part of it; retried with the same idempotency keys
+/// once the store recovers, it completes: every event once, the ones the
+/// first attempt stored answered as duplicates.
+#[tokio::test]
+async fn a_batch_that_failed_midway_completes_on_retry_without_duplicates() {
+    let Some((store, _log)) = fresh_store("sygno-test").await else {
+        return;
+    };
+    let marker = format!("refuse-{}", uuid::Uuid::now_v7());
+    let batch = |attempt: &str| -> Vec<NewEvent> {
+        (0..40)
+            .map(|i| {
+                let mut e = new_event(&format!("{attempt}-{i}"), "u", Some(&format!("b {i}")));
+                if (15..20).contains(&i) {
+                    e.data = format!(r#"{{"x": {i}, "tag": "{marker}"}}"#);
+                }
+                e
+            })
+            .collect()
+    };
+    test_server_fault("refuse-puts", &marker, "armed");
+    let failed = store.append_batch(batch("first")).await;
+    test_server_fault("clear-faults", "", "cleared");
+    assert!(
+        matches!(failed, Err(StoreError::Unavailable(_))),
+        "{failed:?}"
+    );
+    let stored = count_events(&store).await;
+    assert!(
+        (1..40).contains(&stored),
+        "part of the batch was stored: {stored}"
+    );
+
+    let retried = store.append_batch(batch("retry")).await.expect("the retry");
+    assert_eq!(retried.len(), 40);
+    assert_eq!(count_events(&store).await, 40, "every event once");
+    let fresh: Vec<usize> = (0..40).filter(|&i| !retried[i].duplicate).collect();
+    assert_eq!(fresh.len(), 40 - stored);
+    assert!((15..20).all(|i| fresh.contains(&i)), "{fresh:?}");
+    for (i, appended) in retried.iter().enumerate() {
+        let attempt = if appended.duplicate { "first" } else { "retry" };
+        assert_eq!(appended.event_id, format!("{attempt}-{i}"));
+    }
+}
+
+/// How many events the table's log holds (a consistent scan).
+async fn count_events(store: &DynamoStore) -> usize {
+    let items: Vec<_> = store
+        .client
+        .scan()
+        .table_name(&*store.table)
+        .consistent_read(true)
+        .filter_expression("kind = :event")
+        .expression_attribute_values(":event", s("event"))
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .expect("scan");
+    items.len()
 }
 
 /// An append whose first attempt stored the event but whose response was
@@ -134,6 +204,7 @@ async fn an_append_is_one_item_stored_as_sent() {
 async fn idempotency_is_a_conditional_write_scoped_per_writer() {
     let Some(store) = store().await else { return };
     contract_tests::idempotency_is_scoped_per_writer(&store).await;
+    contract_tests::batches_answer_in_order_and_repeat_as_duplicates(&store).await;
     contract_tests::concurrent_repeats_append_once_per_key(Arc::new(store), 10, 1).await;
 }
 

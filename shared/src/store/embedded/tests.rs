@@ -41,6 +41,40 @@ async fn idempotency_is_scoped_per_writer() {
 }
 
 #[tokio::test]
+async fn batches_answer_in_order_and_repeat_as_duplicates() {
+    let (_dir, store) = store();
+    contract_tests::batches_answer_in_order_and_repeat_as_duplicates(&store).await;
+    assert_eq!(store.head().await.expect("head"), 10);
+}
+
+/// A batch is one transaction: an event that cannot be stored (here a
+/// reused event id) fails the whole batch and stores none of it, while
+/// the appends committed in the same group are untouched.
+#[tokio::test]
+async fn a_batch_is_stored_whole_or_not_at_all() {
+    let (_dir, store) = store();
+    let bad = vec![
+        new_event("x1", "u", None),
+        new_event("x2", "u", None),
+        new_event("x1", "u", None),
+    ];
+    let (batch, single) = tokio::join!(
+        store.append_batch(bad),
+        store.append(new_event("alone", "u", None))
+    );
+    assert!(batch.is_err(), "{batch:?}");
+    assert!(!single.expect("the single append").duplicate);
+    let stored: Vec<String> = store
+        .read_after(0, 100)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(stored, ["alone"]);
+}
+
+#[tokio::test]
 async fn concurrent_appends_share_commits_and_all_land() {
     let (_dir, store) = store();
     contract_tests::concurrent_repeats_append_once_per_key(Arc::new(store.clone()), 200, 150).await;
