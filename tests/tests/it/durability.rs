@@ -25,7 +25,7 @@ async fn acknowledged_writes_survive_kill_9(batch: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = Keys::random();
     let app = spawn_app(dir.path(), &keys).await;
-    let acked: Arc<Mutex<Vec<(String, Vec<String>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let attempted = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = tokio::task::JoinSet::new();
@@ -121,6 +121,9 @@ async fn acknowledged_writes_survive_kill_9(batch: usize) {
     );
     app.terminate().await;
 }
+
+/// A request's Idempotency-Key and the event ids it was answered.
+type Acked = (String, Vec<String>);
 
 fn route(batch: usize) -> &'static str {
     if batch == 1 {
