@@ -40,6 +40,7 @@ use sygno_shared::store::dynamo::state::{
 };
 use sygno_shared::store::dynamo::DynamoStore;
 use sygno_shared::store::{Result, StoreError};
+use sygno_shared::telemetry::{self, metric};
 
 /// Attempts per commit before giving up (each conflict means another
 /// commit landed first, so the system as a whole made progress).
@@ -131,6 +132,19 @@ impl Aggregator {
     /// counted in `Outcome::rejected` and passed over (marked applied), so
     /// that it cannot stop the stream. It stays in the log.
     pub async fn apply(&self, events: &[StreamEvent], now: Millis) -> Result<Outcome, ApplyError> {
+        telemetry::aggregator_read(events.iter().map(|e| e.item.received_at).min(), now);
+        let result = self.apply_runs(events, now).await;
+        match &result {
+            Ok(done) => telemetry::aggregator_batch(done.applied),
+            Err(e) => {
+                telemetry::aggregator_batch(e.done.applied);
+                telemetry::storage_error(&e.error, "aggregator");
+            }
+        }
+        result
+    }
+
+    async fn apply_runs(&self, events: &[StreamEvent], now: Millis) -> Result<Outcome, ApplyError> {
         let mut cache = self.cache.lock().await;
         let mut done = Outcome::default();
         // Live aggregates committed to so far: the last run renders them all.
@@ -200,6 +214,7 @@ impl Aggregator {
                     let skipped = self.pass_over(cache, &piece[0]).await;
                     match skipped {
                         Ok(outcome) => {
+                            metrics::counter!(metric::REJECTED_EVENTS).increment(1);
                             tracing::error!(
                                 sequence = %piece[0].sequence,
                                 error = %why,
@@ -295,6 +310,7 @@ impl Aggregator {
         let mut next = state.clone();
         next.version = state.version + 1;
         let summaries: Vec<((u64, SummaryKey), Summary)> = merged.into_iter().collect();
+        let committing = std::time::Instant::now();
         store
             .commit_state(StateCommit {
                 state: &next,
@@ -303,6 +319,7 @@ impl Aggregator {
                 summaries: &summaries,
             })
             .await?;
+        telemetry::aggregator_commit(committing.elapsed());
         let live = next.generation;
         touched.extend(
             scope_items
@@ -623,6 +640,7 @@ impl Retries {
             return false;
         }
         self.tries += 1;
+        metrics::counter!(metric::COMMIT_CONFLICTS).increment(1);
         tracing::debug!(%why, tries = self.tries, "aggregate commit conflicted; retrying");
         let jitter = rand::rng().random_range(0..10 * u64::from(self.tries.min(10)) + 5);
         tokio::time::sleep(Duration::from_millis(jitter)).await;

@@ -27,6 +27,8 @@ pub async fn read_json_body(
         .map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
                 ApiError::payload_too_large(limit)
+            } else if timed_out(e.as_ref()) {
+                ApiError::request_timeout()
             } else {
                 ApiError::invalid_json("the request body could not be read".to_owned())
             }
@@ -49,4 +51,17 @@ fn is_json_or_absent(headers: &HeaderMap) -> bool {
     let essence = essence.to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Whether reading the body failed on the body read timeout
+/// ([`crate::server`]).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(error) = current {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }

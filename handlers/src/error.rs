@@ -44,6 +44,17 @@ pub struct ApiError {
     pub description: String,
     /// The index of the bad event of a batch, sent as `data.index`.
     pub index: Option<usize>,
+    /// What caused a 5xx, for the log line of the failed request (see
+    /// [`crate::observe`]); never sent.
+    pub cause: Option<String>,
+}
+
+/// A failed response's code and cause, kept in its extensions for the
+/// request's log line.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: &'static str,
+    pub cause: Option<String>,
 }
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -55,6 +66,7 @@ impl ApiError {
             code,
             description: description.into(),
             index: None,
+            cause: None,
         }
     }
 
@@ -74,6 +86,16 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
+    /// 408: the body did not arrive within the body read timeout. The
+    /// connection is closed after the answer.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
         )
     }
 
@@ -127,7 +149,18 @@ impl IntoResponse for ApiError {
             None => serde_json::json!({ "error": self.code }),
         };
         let data = data.to_string();
-        envelope(self.status, &self.description, &data)
+        let mut response = envelope(self.status, &self.description, &data);
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may never come: close, do not drain.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response.extensions_mut().insert(Failure {
+            code: self.code,
+            cause: self.cause,
+        });
+        response
     }
 }
 
@@ -154,7 +187,10 @@ impl From<BatchError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error.cause_chain = ?e, "store request failed");
-        ApiError::unavailable("the store is unavailable; retry later")
+        sygno_shared::telemetry::storage_error(&e, "request");
+        ApiError {
+            cause: Some(format!("{e:?}")),
+            ..ApiError::unavailable("the store is unavailable; retry later")
+        }
     }
 }

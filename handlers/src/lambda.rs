@@ -171,8 +171,15 @@ pub fn strip_stage<B>(mut request: Request<B>) -> Request<B> {
 /// read) run this; IAM decides what each may touch.
 pub async fn run() -> Result<(), lambda_http::Error> {
     sygno_shared::telemetry::init(true);
+    sygno_shared::telemetry::install_cloudwatch();
     let state = state_from_env().await?;
-    lambda_http::run(service(state)).await
+    // Each invocation's metrics, as one embedded metric format line.
+    let service = service(state).map_future(|answer| async move {
+        let answer = answer.await;
+        sygno_shared::telemetry::flush_cloudwatch();
+        answer
+    });
+    lambda_http::run(service).await
 }
 
 #[cfg(test)]

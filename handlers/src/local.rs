@@ -5,6 +5,7 @@
 //! embedded store.
 
 use crate::routes::{app, AppState};
+use crate::server::{self, ConnectionOptions};
 use std::future::Future;
 use std::sync::Arc;
 use sygno_aggregator::control;
@@ -34,6 +35,40 @@ impl std::fmt::Debug for ServeError {
     }
 }
 
+/// How `sygno serve` serves HTTP.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub connections: ConnectionOptions,
+    /// Record metrics and serve them at `GET /metrics`.
+    pub metrics: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            connections: ConnectionOptions::default(),
+            metrics: true,
+        }
+    }
+}
+
+impl ServeOptions {
+    /// Serves `state`'s router until `shutdown` completes.
+    async fn serve(
+        self,
+        listener: TcpListener,
+        state: AppState,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let metrics = self
+            .metrics
+            .then(crate::observe::install_prometheus)
+            .flatten();
+        let router = app(state.with_metrics(metrics));
+        server::serve(listener, router, self.connections, shutdown).await
+    }
+}
+
 /// The wall clock.
 pub fn system_clock() -> Clock {
     Arc::new(|| chrono::Utc::now().timestamp_millis())
@@ -49,6 +84,7 @@ pub async fn serve(
     keys: ApiKeys,
     clock: Clock,
     max_fields: usize,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let feed: Arc<dyn ChangeFeed> = Arc::new(store.clone());
@@ -61,9 +97,7 @@ pub async fn serve(
     let worker_task = tokio::spawn(worker::run(worker, Arc::clone(&clock), requests, stopped));
 
     let state = AppState::on_store(keys, store, Some(rebuild));
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = options.serve(listener, state, shutdown).await;
     tracing::info!("HTTP server stopped; stopping the aggregator");
     let _ = stop.send(true);
     if let Err(e) = worker_task.await {
@@ -79,12 +113,13 @@ pub async fn serve(
 pub async fn serve_dynamo(
     listener: TcpListener,
     store: DynamoStore,
-    streams: aws_sdk_dynamodbstreams::Client,
     keys: ApiKeys,
     clock: Clock,
     rebuild_options: dynamo::rebuild::Options,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let streams = dynamo::poller::streams_client_from_env().await;
     let poller = Poller::new(store.clone(), streams, rebuild_options.max_fields).await?;
     let (stop, stopped) = watch::channel(false);
     let poller_task = tokio::spawn(dynamo::poller::run(poller, Arc::clone(&clock), stopped));
@@ -96,9 +131,7 @@ pub async fn serve_dynamo(
         requests,
     ));
     let state = AppState::on_store(keys, store, Some(rebuild));
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = options.serve(listener, state, shutdown).await;
     tracing::info!("HTTP server stopped; stopping the stream poller");
     let _ = stop.send(true);
     rebuild_task.abort();

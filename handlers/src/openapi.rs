@@ -265,6 +265,7 @@ pub struct RebuildResponse {
         crate::routes::expose::expose,
         crate::routes::sources::list_sources,
         crate::routes::health::health,
+        crate::routes::prometheus::metrics,
         crate::routes::admin::start_rebuild,
         crate::routes::admin::rebuild_status,
     ),

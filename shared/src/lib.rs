@@ -10,7 +10,8 @@
 //! - [`store`]: the storage ports (`EventLog`, `ChangeFeed`,
 //!   `AggregateStore`, `ViewStore`) and their adapters (`store::embedded`,
 //!   SQLite on disk; `store::dynamo`, one DynamoDB table).
-//! - [`telemetry`]: tracing set-up shared by every binary.
+//! - [`telemetry`]: tracing set-up shared by every binary, and the
+//!   catalogue of metrics (names, helpers, the Lambda functions' exporter).
 
 pub mod domain;
 pub mod store;

@@ -14,6 +14,7 @@ use sygno_shared::store::dynamo::DynamoStore;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     sygno_shared::telemetry::init(true);
+    sygno_shared::telemetry::install_cloudwatch();
     let table = std::env::var("SYGNO_TABLE").map_err(|_| "SYGNO_TABLE is not set")?;
     let max_fields = parse_max_fields(std::env::var("SYGNO_MAX_FIELDS").ok().as_deref())?;
     // One client per cold start, shared by every invocation.
@@ -21,7 +22,10 @@ async fn main() -> Result<(), Error> {
     let aggregator = &aggregator;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now = chrono::Utc::now().timestamp_millis();
-        Ok::<Response, Error>(handle(aggregator, &event.payload, now).await)
+        let response = handle(aggregator, &event.payload, now).await;
+        // The invocation's metrics, as one embedded metric format line.
+        sygno_shared::telemetry::flush_cloudwatch();
+        Ok::<Response, Error>(response)
     }))
     .await
 }

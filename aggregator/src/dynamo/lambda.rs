@@ -20,7 +20,7 @@ use crate::dynamo::records::{decode, Record};
 use crate::dynamo::Aggregator;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sygno_shared::domain::time::Millis;
 
 /// What an invocation answers.
@@ -59,22 +59,17 @@ pub async fn handle(aggregator: &Aggregator, payload: &Value, now: Millis) -> Re
     };
     let mut failures = Vec::new();
     let mut events = Vec::with_capacity(records.len());
-    let mut poison = 0u64;
     for record in records {
         match decode(record) {
             Record::Event(event) => events.push(event),
             Record::Ignored => {}
             Record::Poison { sequence, reason } => {
-                poison += 1;
-                tracing::warn!(sequence = sequence.as_deref().unwrap_or("?"), %reason, "undecodable stream record skipped");
+                super::records::report_poison(sequence.as_deref(), &reason);
                 if let Some(sequence) = sequence {
                     failures.push(sequence);
                 }
             }
         }
-    }
-    if poison > 0 {
-        emit_metric("PoisonRecords", poison);
     }
     match aggregator.apply(&events, now).await {
         Ok(outcome) => {
@@ -85,12 +80,6 @@ pub async fn handle(aggregator: &Aggregator, payload: &Value, now: Millis) -> Re
                 commits = outcome.commits,
                 "stream batch applied"
             );
-            if outcome.unreadable > 0 {
-                emit_metric("UnreadableEvents", outcome.unreadable as u64);
-            }
-            if outcome.rejected > 0 {
-                emit_metric("RejectedEvents", outcome.rejected as u64);
-            }
         }
         Err(e) => {
             tracing::error!(
@@ -109,25 +98,4 @@ pub async fn handle(aggregator: &Aggregator, payload: &Value, now: Millis) -> Re
             })
             .collect(),
     })
-}
-
-/// One CloudWatch metric in the embedded metric format.
-#[allow(clippy::print_stdout)]
-fn emit_metric(name: &str, value: u64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
-    let line = json!({
-        "_aws": {
-            "Timestamp": now,
-            "CloudWatchMetrics": [{
-                "Namespace": "Sygno",
-                "Dimensions": [[]],
-                "Metrics": [{ "Name": name, "Unit": "Count" }]
-            }]
-        },
-        name: value
-    });
-    println!("{line}");
 }

@@ -181,7 +181,7 @@ impl Poller {
                     Record::Event(event) => Some(event),
                     Record::Ignored => None,
                     Record::Poison { sequence, reason } => {
-                        tracing::warn!(sequence = sequence.as_deref().unwrap_or("?"), %reason, "undecodable stream record skipped");
+                        super::records::report_poison(sequence.as_deref(), &reason);
                         None
                     }
                 })

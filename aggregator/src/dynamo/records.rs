@@ -112,6 +112,16 @@ pub fn from_streams_api(
     })
 }
 
+/// Logs and counts a poison record (its sequence number, never its payload).
+pub fn report_poison(sequence: Option<&str>, reason: &str) {
+    metrics::counter!(sygno_shared::telemetry::metric::POISON_RECORDS).increment(1);
+    tracing::warn!(
+        sequence = sequence.unwrap_or("?"),
+        %reason,
+        "undecodable stream record skipped"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::{window_end, Millis};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::{AggregateCommit, AggregateStore, ChangeFeed, Result};
+use sygno_shared::telemetry::{self, metric};
 use tokio::sync::watch;
 
 /// How often window rows are rendered while a backlog is folded.
@@ -198,7 +199,9 @@ impl Worker {
             .rendered_instant
             .is_none_or(|t| t.elapsed() >= self.live_render_interval());
         let nothing_due = self.unrendered.is_empty() || !live_due;
+        telemetry::aggregator_read(events.first().map(|e| e.received_at), now);
         if events.is_empty() && self.published_end == Some(end) && nothing_due {
+            metrics::gauge!(metric::LAG_EVENTS).set(0.0);
             return Ok(0);
         }
         // A backlog: a full batch, or one cut at the read's byte budget
@@ -217,8 +220,13 @@ impl Worker {
             self.rendered_at = now;
             self.rendered_instant = Some(std::time::Instant::now());
         }
-        if result.is_err() {
-            self.needs_reload = true;
+        match &result {
+            Ok(()) => telemetry::aggregator_batch(events.len()),
+            Err(_) => self.needs_reload = true,
+        }
+        if let Ok(head) = self.feed.head().await {
+            let waiting = head.saturating_sub(self.checkpoint);
+            metrics::gauge!(metric::LAG_EVENTS).set(waiting as f64);
         }
         result.map(|()| events.len())
     }
@@ -274,6 +282,7 @@ impl Worker {
         }
         let checkpoint = events.last().map_or(self.checkpoint, |e| e.seq);
         let batch = folded.batch;
+        let committing = std::time::Instant::now();
         self.store
             .commit(AggregateCommit {
                 expected_checkpoint: Some(self.checkpoint),
@@ -290,6 +299,7 @@ impl Worker {
                 sources: rendered.sources,
             })
             .await?;
+        telemetry::aggregator_commit(committing.elapsed());
         if render_rows {
             self.unrendered.clear();
             self.published_end = Some(end);
@@ -379,6 +389,7 @@ pub async fn run(
                 worker.render_pending().map_or(roll, |wait| wait.min(roll))
             }
             Err(e) => {
+                telemetry::storage_error(&e, "aggregator");
                 tracing::error!(error.cause_chain = ?e, "aggregation step failed; retrying");
                 Duration::from_secs(1)
             }

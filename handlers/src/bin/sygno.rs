@@ -13,7 +13,8 @@ use std::time::Duration;
 use std::time::Instant;
 use sygno_aggregator::dynamo;
 use sygno_aggregator::dynamo::rebuild::Progress;
-use sygno_handlers::local::{rebuild_store, serve, serve_dynamo, system_clock};
+use sygno_handlers::local::{rebuild_store, serve, serve_dynamo, system_clock, ServeOptions};
+use sygno_handlers::server::ConnectionOptions;
 use sygno_shared::domain::auth::{ApiKeys, Role};
 use sygno_shared::domain::limit::{parse_max_fields, DEFAULT_MAX_FIELDS};
 use sygno_shared::domain::time::format_rfc3339;
@@ -131,6 +132,40 @@ struct ServeArgs {
     /// Also generate a random write key and read key, printed once.
     #[arg(long)]
     dev: bool,
+    /// Seconds a client has to send a request's headers (from connecting,
+    /// or from the end of its previous response).
+    #[arg(long, env = "SYGNO_HEADER_TIMEOUT_SECS", default_value_t = 10.0)]
+    header_timeout_secs: f64,
+    /// Seconds a client has to send a request's body once its headers arrived.
+    #[arg(long, env = "SYGNO_BODY_TIMEOUT_SECS", default_value_t = 30.0)]
+    body_timeout_secs: f64,
+    /// Most connections open at once. Default: the file-descriptor limit
+    /// (soft RLIMIT_NOFILE) less 64, at most 16384. At the cap the oldest
+    /// connections are asked to close (idle ones close at once).
+    #[arg(long, env = "SYGNO_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Record no metrics and answer 404 at /metrics.
+    #[arg(long, env = "SYGNO_NO_METRICS")]
+    no_metrics: bool,
+}
+
+impl ServeArgs {
+    fn options(&self) -> anyhow::Result<ServeOptions> {
+        let seconds = |value: f64, flag: &str| {
+            Duration::try_from_secs_f64(value)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| format!("--{flag} must be a positive number of seconds"))
+        };
+        Ok(ServeOptions {
+            connections: ConnectionOptions {
+                header_timeout: seconds(self.header_timeout_secs, "header-timeout-secs")?,
+                body_timeout: seconds(self.body_timeout_secs, "body-timeout-secs")?,
+                max_connections: self.max_connections,
+            },
+            metrics: !self.no_metrics,
+        })
+    }
 }
 
 #[tokio::main]
@@ -199,6 +234,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     if keys.is_empty() {
         bail!("no API keys: set SYGNO_API_KEYS (for example SYGNO_API_KEYS=\"write=...,read=...\") or start with --dev");
     }
+    let serve_options = args.options()?;
     if args.store.store == StoreKind::Dynamodb {
         let table = args.store.table()?;
         let store = DynamoStore::from_env(table).await;
@@ -206,7 +242,6 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .ping()
             .await
             .with_context(|| format!("reaching DynamoDB table {table}"))?;
-        let streams = dynamo::poller::streams_client_from_env().await;
         let listener = bind(&args.addr).await?;
         let addr = listener.local_addr()?;
         writeln!(
@@ -219,10 +254,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         serve_dynamo(
             listener,
             store,
-            streams,
             keys,
             system_clock(),
             options,
+            serve_options,
             shutdown_signal(),
         )
         .await?;
@@ -245,6 +280,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         keys,
         system_clock(),
         max_fields,
+        serve_options,
         shutdown_signal(),
     )
     .await?;

@@ -2,7 +2,7 @@
 //!
 //! Routes: `POST {/source,/sygno}/write_raw` and `write_batch` (role write),
 //! `POST {/source,/sygno}/expose` and `GET {/source,/sygno}/sources`
-//! (role read), `GET /health`,
+//! (role read), `GET /metrics` (role read), `GET /health`,
 //! `POST|GET /admin/rebuild` (role admin), `GET /docs`, `GET /openapi.json`.
 //! Unknown routes (404), wrong methods (405) and panics (500) answer in the
 //! envelope too.
@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod expose;
 pub mod health;
+pub mod prometheus;
 pub mod sources;
 pub mod write_batch;
 pub mod write_raw;
@@ -20,6 +21,7 @@ use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use sygno_aggregator::RebuildHandle;
 use sygno_shared::domain::auth::ApiKeys;
@@ -34,6 +36,7 @@ pub const WRITE_BATCH: &str = "/write_batch";
 pub const EXPOSE: &str = "/expose";
 pub const SOURCES: &str = "/sources";
 pub const HEALTH: &str = "/health";
+pub const METRICS: &str = "/metrics";
 pub const ADMIN_REBUILD: &str = "/admin/rebuild";
 pub const DOCS: &str = "/docs";
 pub const OPENAPI_JSON: &str = "/openapi.json";
@@ -47,9 +50,20 @@ pub struct AppState {
     pub views: Arc<dyn ViewStore>,
     /// `None` where no worker runs in-process (the read and write Lambdas).
     pub rebuild: Option<RebuildHandle>,
+    /// The Prometheus recorder `GET /metrics` renders; `None` where
+    /// metrics go elsewhere (the Lambda functions: CloudWatch) or are off.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
+    /// Serves `GET /metrics` from `handle`.
+    pub fn with_metrics(self, handle: Option<PrometheusHandle>) -> Self {
+        AppState {
+            metrics: handle,
+            ..self
+        }
+    }
+
     /// The state of a process whose one store is both the log and the rows.
     pub fn on_store<S>(keys: ApiKeys, store: S, rebuild: Option<RebuildHandle>) -> Self
     where
@@ -60,6 +74,7 @@ impl AppState {
             log: Arc::new(store.clone()),
             views: Arc::new(store),
             rebuild,
+            metrics: None,
         }
     }
 }
@@ -91,8 +106,9 @@ pub fn app(state: AppState) -> Router {
             ADMIN_REBUILD,
             post(admin::start_rebuild).get(admin::rebuild_status),
         )
-        .merge(docs());
-    guarded(router).with_state(state)
+        .merge(docs())
+        .route(METRICS, get(prometheus::metrics));
+    crate::observe::layers(guarded(router)).with_state(state)
 }
 
 /// `GET /docs` (the Swagger UI, its assets compiled in) and `GET /openapi.json`.
@@ -167,9 +183,19 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    ApiError::internal().into_response()
+/// A panic is a 500 whose cause (the panic's message) goes to the
+/// request's log line.
+fn on_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|m| (*m).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    ApiError {
+        cause: Some(format!("a request handler panicked: {message}")),
+        ..ApiError::internal()
+    }
+    .into_response()
 }
 
 #[cfg(test)]

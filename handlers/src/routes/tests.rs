@@ -34,6 +34,7 @@ fn harness() -> Harness {
         log: Arc::new(store.clone()),
         views: Arc::new(store.clone()),
         rebuild: Some(rebuild),
+        metrics: None,
     });
     Harness {
         _dir: dir,
@@ -997,6 +998,7 @@ async fn a_store_outage_is_a_503_that_leaks_nothing() {
         log: Arc::new(BrokenStore),
         views: Arc::new(BrokenStore),
         rebuild: None,
+        metrics: None,
     });
     for call in [
         post("/source/write_raw", Some(WRITE), EVENT),

@@ -59,6 +59,7 @@ pub async fn write_batch(
         })
         .collect();
     let appended = state.log.append_batch(events).await?;
+    sygno_shared::telemetry::appended(&appended);
     let duplicates = appended.iter().filter(|a| a.duplicate).count();
     let description = match duplicates {
         0 => "events stored".to_owned(),

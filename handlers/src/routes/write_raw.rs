@@ -98,6 +98,7 @@ pub async fn write_raw(
     let command = parse_write(&bytes, now)?;
     let event = new_event(command, &writer, now, idempotency_key(&headers)?);
     let appended = state.log.append(event).await?;
+    sygno_shared::telemetry::appended(std::slice::from_ref(&appended));
     let description = if appended.duplicate {
         "duplicate: this Idempotency-Key was used before; nothing was appended"
     } else {

@@ -347,16 +347,18 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendJob>, head: wa
         }
         match commit_group(&mut conn, &jobs) {
             Ok(results) => {
-                let mut last = None;
-                for (job, result) in jobs.drain(..).zip(results) {
-                    let reply = result.map(|(appended, seq)| {
-                        last = seq.or(last);
-                        appended
-                    });
-                    let _ = job.reply.send(reply.map_err(sql_err));
-                }
+                // Published before the answers: an acknowledged append is
+                // within the head, and the aggregator wakes at once.
+                let last = results
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok().and_then(|(_, seq)| *seq))
+                    .max();
                 if let Some(seq) = last {
                     head.send_replace(seq);
+                }
+                for (job, result) in jobs.drain(..).zip(results) {
+                    let reply = result.map(|(appended, _)| appended);
+                    let _ = job.reply.send(reply.map_err(sql_err));
                 }
             }
             Err(e) => {
@@ -519,11 +521,10 @@ impl ChangeFeed for EmbeddedStore {
         .await
     }
 
+    /// The head the writer published after its last commit (before it
+    /// answered the appends of that commit).
     async fn head(&self) -> Result<u64> {
-        self.with_events(|c| {
-            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
-        })
-        .await
+        Ok(*self.inner.head.borrow())
     }
 
     async fn wait_beyond(&self, after: u64) {

@@ -76,6 +76,17 @@ pub fn error_chain_fmt(
 }
 
 impl StoreError {
+    /// The variant's name, as metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Rejected(_) => "rejected",
+            StoreError::Locked(_) => "locked",
+            StoreError::Corrupt(_) => "corrupt",
+        }
+    }
+
     pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         StoreError::Unavailable(Box::new(e))
     }

@@ -187,13 +187,46 @@ pub(crate) async fn spawn_app(data_dir: &Path, keys: &Keys) -> TestApp {
     spawn_with(vec!["--data-dir".into(), data_dir.into()], &[], keys).await
 }
 
+/// `sygno serve` on `data_dir` with `args` added, its file-descriptor
+/// limit (soft and hard) set to `fd_limit` if given.
+pub(crate) async fn spawn_app_with(
+    data_dir: &Path,
+    keys: &Keys,
+    args: &[&str],
+    fd_limit: Option<u32>,
+) -> TestApp {
+    let mut all: Vec<std::ffi::OsString> = vec!["--data-dir".into(), data_dir.into()];
+    all.extend(args.iter().map(Into::into));
+    launch(all, &[], keys, fd_limit).await
+}
+
 async fn spawn_with(
     store_args: Vec<std::ffi::OsString>,
     env: &[(String, String)],
     keys: &Keys,
 ) -> TestApp {
+    launch(store_args, env, keys, None).await
+}
+
+async fn launch(
+    store_args: Vec<std::ffi::OsString>,
+    env: &[(String, String)],
+    keys: &Keys,
+    fd_limit: Option<u32>,
+) -> TestApp {
     let show_logs = std::env::var_os("TEST_LOG").is_some();
-    let mut child = Command::new(sygno_bin())
+    let mut command = match fd_limit {
+        // The shell sets the limit, then becomes sygno (same pid).
+        Some(limit) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(sygno_bin());
+            c
+        }
+        None => Command::new(sygno_bin()),
+    };
+    let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0"])
         .args(store_args)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -343,12 +376,22 @@ impl TestApp {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    pub(crate) async fn terminate(mut self) {
+    pub(crate) async fn terminate(self) {
+        self.send_term();
+        self.clean_exit().await;
+    }
+
+    /// Sends SIGTERM (a graceful shutdown).
+    pub(crate) fn send_term(&self) {
         let status = std::process::Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("kill -TERM");
         assert!(status.success());
+    }
+
+    /// Waits (at most 30 s) for the process to exit, successfully.
+    pub(crate) async fn clean_exit(mut self) {
         let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("sygno did not stop within 30 s of SIGTERM")

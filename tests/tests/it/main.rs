@@ -5,10 +5,12 @@
 mod accuracy;
 mod cli;
 mod compat;
+mod connections;
 mod durability;
 mod exact;
 mod helpers;
 mod idempotency;
 mod infra;
+mod metrics;
 mod rebuild;
 mod sources;

@@ -1,0 +1,246 @@
+//! The local server's connections: HTTP/1.1 with a header read timeout
+//! and a body read timeout, a cap on open connections below the process's
+//! file-descriptor limit, and graceful shutdown.
+//!
+//! At the cap, the server does not stop accepting (that would leave
+//! `/health` and writes queued behind idle sockets in the kernel's
+//! backlog): it closes its oldest connections. One serving a request
+//! (its headers in, its answer not yet out) finishes that request, then
+//! closes; one that is idle or still sending its request headers closes
+//! at once. So, whatever the number of idle or slow clients, a new
+//! connection is served within about one request's time.
+
+use axum::extract::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, Semaphore};
+use tower::{Service, ServiceExt};
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+/// How the local server treats connections.
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// A request's headers must arrive within this (from the connection's
+    /// start, or the end of its previous response).
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this once its headers have.
+    pub body_timeout: Duration,
+    /// Most connections open at once; `None`: [`default_max_connections`].
+    pub max_connections: Option<usize>,
+}
+
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: None,
+        }
+    }
+}
+
+/// File descriptors kept for everything but client connections: the
+/// store's files, its threads' pipes, the listener, logs, the AWS SDK's
+/// connections.
+pub const RESERVED_FDS: u64 = 64;
+/// The default cap when the descriptor limit is very high.
+pub const MAX_DEFAULT_CONNECTIONS: u64 = 16_384;
+
+/// The default connection cap: the soft `RLIMIT_NOFILE` less
+/// [`RESERVED_FDS`], at most [`MAX_DEFAULT_CONNECTIONS`], at least 8.
+pub fn default_max_connections() -> usize {
+    let soft = rlimit::Resource::NOFILE
+        .get()
+        .map_or(1024, |(soft, _hard)| soft);
+    let cap = soft
+        .saturating_sub(RESERVED_FDS)
+        .clamp(8, MAX_DEFAULT_CONNECTIONS);
+    usize::try_from(cap).unwrap_or(8)
+}
+
+/// Open connections, oldest first, each with the signal that asks it to close.
+#[derive(Default)]
+struct Open {
+    next_id: u64,
+    closing: BTreeMap<u64, Arc<Notify>>,
+}
+
+impl Open {
+    fn add(&mut self) -> (u64, Arc<Notify>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let close = Arc::new(Notify::new());
+        self.closing.insert(id, Arc::clone(&close));
+        (id, close)
+    }
+
+    /// Asks the oldest connection not yet asked to close.
+    fn close_oldest(&mut self) {
+        if let Some((_, close)) = self.closing.pop_first() {
+            close.notify_one();
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops
+/// accepting, lets every connection finish its request in flight, and
+/// returns once all are closed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    options: ConnectionOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let max = options
+        .max_connections
+        .unwrap_or_else(default_max_connections)
+        .max(1);
+    tracing::info!(
+        max_connections = max,
+        header_timeout_s = options.header_timeout.as_secs_f64(),
+        body_timeout_s = options.body_timeout.as_secs_f64(),
+        "accepting connections"
+    );
+    let slots = Arc::new(Semaphore::new(max));
+    let open: Arc<Mutex<Open>> = Arc::default();
+    let (stopping, stop) = watch::channel(false);
+    let service = tower::ServiceBuilder::new()
+        .layer(RequestBodyTimeoutLayer::new(options.body_timeout))
+        .service(router);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = free_slot(&slots, &open) => slot,
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (the cap leaves a reserve, but other
+                // parts of the process use them too) or a connection reset
+                // before it was accepted: wait a little, go on.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (id, close) = lock(&open).add();
+        let connection =
+            serve_connection(http.clone(), stream, service.clone(), close, stop.clone());
+        let open = Arc::clone(&open);
+        tokio::spawn(async move {
+            connection.await;
+            lock(&open).closing.remove(&id);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stopping.send(true);
+    // Every connection holds a slot until it is closed.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
+    Ok(())
+}
+
+/// A free connection slot; while there is none, asks the oldest
+/// connections to close, one more every 10 ms.
+async fn free_slot(
+    slots: &Arc<Semaphore>,
+    open: &Arc<Mutex<Open>>,
+) -> tokio::sync::OwnedSemaphorePermit {
+    loop {
+        if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
+            return slot;
+        }
+        lock(open).close_oldest();
+        if let Ok(Ok(slot)) =
+            tokio::time::timeout(Duration::from_millis(10), Arc::clone(slots).acquire_owned()).await
+        {
+            return slot;
+        }
+    }
+}
+
+/// One connection, until it ends, the server stops, or it is asked to
+/// close (then gracefully: a request in flight finishes first).
+async fn serve_connection<S>(
+    http: hyper::server::conn::http1::Builder,
+    stream: TcpStream,
+    service: S,
+    close: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: Service<Request<Incoming>, Response = axum::response::Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // Requests being served on this connection (0 or 1 in HTTP/1.1).
+    let serving = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&serving);
+    let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let guard = Serving::new(&counter);
+        let answer = service.clone().oneshot(request);
+        async move {
+            let answer = answer.await;
+            drop(guard);
+            answer
+        }
+    });
+    let connection = http.serve_connection(TokioIo::new(stream), hyper_service);
+    tokio::pin!(connection);
+    let shed = tokio::select! {
+        result = connection.as_mut() => return log_end(result),
+        () = close.notified() => true,
+        _ = stop.wait_for(|stopping| *stopping) => false,
+    };
+    if shed && serving.load(Ordering::SeqCst) == 0 {
+        // Idle, or its request headers still coming: closed at once.
+        return;
+    }
+    connection.as_mut().graceful_shutdown();
+    log_end(connection.await);
+}
+
+/// Counts a request as being served until dropped.
+struct Serving(Arc<AtomicUsize>);
+
+impl Serving {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Serving(Arc::clone(counter))
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        // Timeouts, resets, malformed requests: the client's doing.
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

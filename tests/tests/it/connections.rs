@@ -1,0 +1,166 @@
+//! The local server's connections: idle and slow clients are closed after
+//! the header and body timeouts, never starve `/health` or writes (even
+//! far beyond the file-descriptor limit), and a shutdown lets a request in
+//! flight finish.
+
+use crate::helpers::{spawn_app_with, Keys};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const HEADERS_ONLY: &[u8] = b"POST /source/write_raw HTTP/1.1\r\nHost: sygno\r\n";
+
+fn body_prefix(key: &str) -> Vec<u8> {
+    format!(
+        "POST /source/write_raw HTTP/1.1\r\nHost: sygno\r\nx-api-key: {key}\r\n\
+         content-type: application/json\r\ncontent-length: 40\r\n\r\n{{\"data\": "
+    )
+    .into_bytes()
+}
+
+async fn connect(base: &str) -> TcpStream {
+    TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .expect("connect")
+}
+
+/// Reads until the server closes the connection (at most `limit`);
+/// returns what it sent and when it closed.
+async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Instant) {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was not closed within {limit:?}"
+    );
+    (String::from_utf8_lossy(&got).into_owned(), Instant::now())
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed_after_the_timeouts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keys::random();
+    let args = ["--header-timeout-secs", "1", "--body-timeout-secs", "2"];
+    let app = spawn_app_with(dir.path(), &keys, &args, None).await;
+    let opened = Instant::now();
+    let mut idle = connect(&app.base).await;
+    let mut headers = connect(&app.base).await;
+    headers.write_all(HEADERS_ONLY).await.expect("send");
+    let mut body = connect(&app.base).await;
+    body.write_all(&body_prefix(&keys.write))
+        .await
+        .expect("send");
+
+    let (sent, idle_closed) = until_closed(&mut idle, Duration::from_secs(10)).await;
+    assert_eq!(sent, "", "an idle connection is closed without an answer");
+    let (_, headers_closed) = until_closed(&mut headers, Duration::from_secs(10)).await;
+    let (answer, body_closed) = until_closed(&mut body, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    for (what, closed, timeout) in [
+        ("idle", idle_closed, 1.0),
+        ("headers", headers_closed, 1.0),
+        ("body", body_closed, 2.0),
+    ] {
+        let after = (closed - opened).as_secs_f64();
+        assert!(
+            after >= timeout * 0.9 && after < timeout + 3.0,
+            "{what}: closed after {after:.2} s, timeout {timeout} s"
+        );
+    }
+    // Nothing of the slow body was stored.
+    let (status, _) = app.write_raw(&json!({"data": {"t": 1}}), None).await;
+    assert_eq!(status, 200);
+    app.terminate().await;
+}
+
+/// With a descriptor limit of 128, 300 idle connections, 300 sending
+/// headers forever and 20 sending a body forever: `/health` and writes
+/// still answer at once, every time.
+#[tokio::test]
+async fn hundreds_of_idle_and_slow_clients_do_not_starve_health_or_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keys::random();
+    let app = spawn_app_with(dir.path(), &keys, &[], Some(128)).await;
+    let mut held = Vec::new();
+    for i in 0..620 {
+        let mut stream = connect(&app.base).await;
+        if (300..600).contains(&i) {
+            stream.write_all(HEADERS_ONLY).await.expect("send");
+        } else if i >= 600 {
+            stream
+                .write_all(&body_prefix(&keys.write))
+                .await
+                .expect("send");
+        }
+        held.push(stream);
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    for i in 0..10 {
+        let health = client
+            .get(format!("{}/health", app.base))
+            .send()
+            .await
+            .expect("/health answers");
+        assert_eq!(health.status(), 200);
+        let write = client
+            .post(format!("{}/source/write_raw", app.base))
+            .header("x-api-key", &keys.write)
+            .json(&json!({"data": {"i": i}}))
+            .send()
+            .await
+            .expect("a write answers");
+        assert_eq!(write.status(), 200);
+    }
+    drop(held);
+    app.terminate().await;
+}
+
+/// SIGTERM while a request's body is still coming: the request finishes
+/// (200, stored), then the server exits.
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keys::random();
+    let app = spawn_app_with(dir.path(), &keys, &[], None).await;
+    let mut slow = connect(&app.base).await;
+    // A first request on the connection: it is accepted and served.
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: sygno\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = [0u8; 12];
+    slow.read_exact(&mut answer).await.expect("read");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let mut rest_of_health = vec![0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), slow.read(&mut rest_of_health)).await;
+    slow.write_all(&body_prefix(&keys.write))
+        .await
+        .expect("send");
+    // Let the server read the headers and start the request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.send_term();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 40 bytes of body in all: `{"data": ` is 9, the rest 31.
+    let rest = br#"{"in_flight": 1}              }"#;
+    assert_eq!(rest.len(), 40 - 9);
+    slow.write_all(rest).await.expect("send the rest");
+    let (answer, _) = until_closed(&mut slow, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    app.clean_exit().await;
+
+    let app = spawn_app_with(dir.path(), &keys, &[], None).await;
+    let (status, latest) =
+        crate::helpers::eventually(Duration::from_secs(10), "the event", || async {
+            let (status, body) = app.expose("latest").await;
+            (status == 200).then_some((status, body))
+        })
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(latest["data"]["data"], json!({"in_flight": 1}));
+    app.terminate().await;
+}
