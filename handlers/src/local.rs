@@ -4,6 +4,7 @@
 //! whole AWS path on one machine) — and `sygno rebuild` against a stopped
 //! embedded store.
 
+use crate::body::BodyReader;
 use crate::routes::{app, AppState};
 use crate::server::{self, ConnectionOptions};
 use std::future::Future;
@@ -64,7 +65,11 @@ impl ServeOptions {
             .metrics
             .then(crate::observe::install_prometheus)
             .flatten();
-        let router = app(state.with_metrics(metrics));
+        let state = AppState {
+            bodies: BodyReader::new(self.connections.body_timeout),
+            ..state.with_metrics(metrics)
+        };
+        let router = app(state);
         server::serve(listener, router, self.connections, shutdown).await
     }
 }

@@ -1,14 +1,15 @@
 //! What operators see of the HTTP layer: a request id on every request
 //! (`x-request-id`, taken from the client or made, and echoed), a tracing
 //! span per request carrying it (so every log line of a request names it),
-//! one log line per failed request (its route, status, error code and
-//! request id: `error` level for 5xx, `warn` for 4xx), and the request
+//! one log line per failed request (its route, status, error code, cause
+//! and request id: `error` level for 5xx; a refused request, 4xx, at
+//! `debug`), and the request
 //! metrics of [`sygno_shared::telemetry::metric`]. `GET /metrics` renders
 //! them ([`crate::routes::prometheus`]).
 
 use crate::error::Failure;
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
@@ -27,14 +28,17 @@ pub fn layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> 
     router
         .layer(axum::middleware::from_fn(observe))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let id = request
-                    .headers()
-                    .get(&REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("request", id, method = %request.method())
-            }),
+            TraceLayer::new_for_http()
+                // The failure line is `observe`'s, with the route.
+                .on_failure(())
+                .make_span_with(|request: &Request| {
+                    let id = request
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", id, method = %request.method())
+                }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -46,22 +50,35 @@ async fn observe(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    // Known methods only: any token is a valid method to hyper, and each
+    // label value is a series kept forever.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    };
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status();
-    metrics::counter!(metric::HTTP_REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status.as_str().to_owned())
+    metrics::counter!(metric::HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.as_str().to_owned())
         .increment(1);
-    metrics::histogram!(metric::HTTP_DURATION, "route" => route.clone(), "method" => method.clone())
+    metrics::histogram!(metric::HTTP_DURATION, "route" => route.clone(), "method" => method)
         .record(started.elapsed().as_secs_f64());
     if status.is_client_error() || status.is_server_error() {
         let failure = response.extensions().get::<Failure>();
         let code = failure.map_or("", |f| f.code);
         if status.is_server_error() {
             let cause = failure.and_then(|f| f.cause.as_deref()).unwrap_or("");
-            tracing::error!(%route, %method, status = status.as_u16(), code, error.cause_chain = cause, "request failed");
+            tracing::error!(%route, method, status = status.as_u16(), code, error.cause_chain = cause, "request failed");
         } else {
-            tracing::warn!(%route, %method, status = status.as_u16(), code, "request refused");
+            // Refusals are the client's doing, and anyone can cause them:
+            // counted in the metrics, logged only at debug.
+            tracing::debug!(%route, method, status = status.as_u16(), code, "request refused");
         }
     }
     response

@@ -1,6 +1,7 @@
 //! The local server's connections: HTTP/1.1 with a header read timeout
-//! and a body read timeout, a cap on open connections below the process's
-//! file-descriptor limit, and graceful shutdown.
+//! (the body's deadline is `crate::body::BodyReader`'s), a cap on open
+//! connections below the process's file-descriptor limit, and graceful
+//! shutdown.
 //!
 //! At the cap, the server does not stop accepting (that would leave
 //! `/health` and writes queued behind idle sockets in the kernel's
@@ -22,7 +23,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tower::{Service, ServiceExt};
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// How the local server treats connections.
 #[derive(Debug, Clone)]
@@ -30,14 +30,16 @@ pub struct ConnectionOptions {
     /// A request's headers must arrive within this (from the connection's
     /// start, or the end of its previous response).
     pub header_timeout: Duration,
-    /// A request's body must arrive within this once its headers have.
+    /// A request's body must arrive within this once its reading starts
+    /// (enforced where bodies are read: `crate::body::BodyReader`); also
+    /// bounds how long a shutdown waits for requests in flight.
     pub body_timeout: Duration,
     /// Most connections open at once; `None`: [`default_max_connections`].
     pub max_connections: Option<usize>,
 }
 
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::body::DEFAULT_BODY_TIMEOUT;
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
@@ -93,18 +95,27 @@ impl Open {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
-/// accepting, lets every connection finish its request in flight, and
-/// returns once all are closed.
+/// accepting, closes idle connections, lets requests in flight finish
+/// (for at most the body timeout and 5 s more), and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     options: ConnectionOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max = options
-        .max_connections
-        .unwrap_or_else(default_max_connections)
-        .max(1);
+    let ceiling = default_max_connections();
+    let max = match options.max_connections {
+        Some(asked) if asked > ceiling => {
+            tracing::warn!(
+                asked,
+                ceiling,
+                "--max-connections is above the file-descriptor limit less its reserve; using the limit"
+            );
+            ceiling
+        }
+        Some(asked) => asked.max(1),
+        None => ceiling,
+    };
     tracing::info!(
         max_connections = max,
         header_timeout_s = options.header_timeout.as_secs_f64(),
@@ -114,38 +125,41 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(max));
     let open: Arc<Mutex<Open>> = Arc::default();
     let (stopping, stop) = watch::channel(false);
-    let service = tower::ServiceBuilder::new()
-        .layer(RequestBodyTimeoutLayer::new(options.body_timeout))
-        .service(router);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout);
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            slot = free_slot(&slots, &open) => slot,
-            () = &mut shutdown => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
+        // Reap finished connection tasks (their results are nothing).
+        while connections.try_join_next().is_some() {}
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                // Out of descriptors (the cap leaves a reserve, but other
-                // parts of the process use them too) or a connection reset
-                // before it was accepted: wait a little, go on.
+                // Out of descriptors (other parts of the process use them
+                // too), or a connection reset before it was accepted:
+                // free one, wait a little, go on.
                 tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                lock(&open).close_oldest();
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
+        // The new connection holds a descriptor of the reserve until a
+        // slot frees.
+        let slot = tokio::select! {
+            slot = free_slot(&slots, &open) => slot,
+            () = &mut shutdown => break,
+        };
         let (id, close) = lock(&open).add();
         let connection =
-            serve_connection(http.clone(), stream, service.clone(), close, stop.clone());
+            serve_connection(http.clone(), stream, router.clone(), close, stop.clone());
         let open = Arc::clone(&open);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             connection.await;
             lock(&open).closing.remove(&id);
             drop(slot);
@@ -153,14 +167,23 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stopping.send(true);
-    // Every connection holds a slot until it is closed.
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(all).await;
+    let grace = options.body_timeout + Duration::from_secs(5);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "connections still open after the shutdown grace period; closing them"
+        );
+        connections.shutdown().await;
+    }
     Ok(())
 }
 
-/// A free connection slot; while there is none, asks the oldest
-/// connections to close, one more every 10 ms.
+/// A free connection slot; while there is none, closes the oldest
+/// connections, one more every 10 ms.
 async fn free_slot(
     slots: &Arc<Semaphore>,
     open: &Arc<Mutex<Open>>,
@@ -179,7 +202,8 @@ async fn free_slot(
 }
 
 /// One connection, until it ends, the server stops, or it is asked to
-/// close (then gracefully: a request in flight finishes first).
+/// close: then at once if no request is being served, else gracefully
+/// (the request in flight finishes first).
 async fn serve_connection<S>(
     http: hyper::server::conn::http1::Builder,
     stream: TcpStream,
@@ -205,12 +229,12 @@ async fn serve_connection<S>(
     });
     let connection = http.serve_connection(TokioIo::new(stream), hyper_service);
     tokio::pin!(connection);
-    let shed = tokio::select! {
+    tokio::select! {
         result = connection.as_mut() => return log_end(result),
-        () = close.notified() => true,
-        _ = stop.wait_for(|stopping| *stopping) => false,
-    };
-    if shed && serving.load(Ordering::SeqCst) == 0 {
+        () = close.notified() => {}
+        _ = stop.wait_for(|stopping| *stopping) => {}
+    }
+    if serving.load(Ordering::SeqCst) == 0 {
         // Idle, or its request headers still coming: closed at once.
         return;
     }

@@ -9,12 +9,14 @@
 //! committed is reported, so Lambda retries from there (events before it
 //! are committed; events a retry delivers again are skipped by their
 //! applied marks). A record that can never be decoded is logged
-//! without its payload, counted in the `PoisonRecords` metric (CloudWatch
-//! embedded metric format on stdout), skipped, and reported as failed so
+//! without its payload, counted in `sygno_aggregator_poison_records_total`
+//! (printed as CloudWatch embedded metric format by the function's
+//! binary after each invocation), skipped, and reported as failed so
 //! that after the mapping's bounded retries it lands in the on-failure
 //! destination instead of vanishing; everything else in the batch is
 //! applied meanwhile. An event DynamoDB refuses to aggregate (a commit too
-//! large even alone) is passed over and counted in `RejectedEvents`.
+//! large even alone) is passed over and counted in
+//! `sygno_aggregator_rejected_events_total`.
 
 use crate::dynamo::records::{decode, Record};
 use crate::dynamo::Aggregator;

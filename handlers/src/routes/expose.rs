@@ -1,7 +1,6 @@
 //! `POST /source/expose`: one materialized row, sent as stored.
 
 use crate::auth::authorize;
-use crate::body::read_json_body;
 use crate::error::{envelope, ApiError};
 use crate::openapi::{ErrorResponse, ExposeRequest, ExposeResponse};
 use crate::routes::{now_ms, AppState};
@@ -46,7 +45,7 @@ pub async fn expose(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&state.keys, &headers, Role::Read)?;
-    let bytes = read_json_body(&headers, body, MAX_BODY_BYTES).await?;
+    let bytes = state.bodies.read(&headers, body, MAX_BODY_BYTES).await?;
     // Other fields are ignored, as the original API did.
     let request: Map<String, Value> =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::from(classify(&e, &bytes, SHAPE)))?;

@@ -15,6 +15,7 @@ pub mod sources;
 pub mod write_batch;
 pub mod write_raw;
 
+use crate::body::BodyReader;
 use crate::error::ApiError;
 use crate::openapi;
 use axum::http::{Method, Uri};
@@ -53,6 +54,8 @@ pub struct AppState {
     /// The Prometheus recorder `GET /metrics` renders; `None` where
     /// metrics go elsewhere (the Lambda functions: CloudWatch) or are off.
     pub metrics: Option<PrometheusHandle>,
+    /// Reads request bodies (deadline, shared memory budget).
+    pub bodies: BodyReader,
 }
 
 impl AppState {
@@ -75,6 +78,7 @@ impl AppState {
             views: Arc::new(store),
             rebuild,
             metrics: None,
+            bodies: BodyReader::default(),
         }
     }
 }

@@ -35,6 +35,7 @@ fn harness() -> Harness {
         views: Arc::new(store.clone()),
         rebuild: Some(rebuild),
         metrics: None,
+        bodies: crate::body::BodyReader::default(),
     });
     Harness {
         _dir: dir,
@@ -999,6 +1000,7 @@ async fn a_store_outage_is_a_503_that_leaks_nothing() {
         views: Arc::new(BrokenStore),
         rebuild: None,
         metrics: None,
+        bodies: crate::body::BodyReader::default(),
     });
     for call in [
         post("/source/write_raw", Some(WRITE), EVENT),

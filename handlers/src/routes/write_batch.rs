@@ -2,7 +2,6 @@
 //! durably, answer each.
 
 use crate::auth::authorize;
-use crate::body::read_json_body;
 use crate::error::{ok, ApiError};
 use crate::openapi::{ErrorResponse, WriteBatchRequest, WriteBatchResponse};
 use crate::routes::write_raw::{idempotency_key, new_event, Written};
@@ -46,7 +45,10 @@ pub async fn write_batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let writer = authorize(&state.keys, &headers, Role::Write)?;
-    let bytes = read_json_body(&headers, body, MAX_BATCH_BODY_BYTES).await?;
+    let bytes = state
+        .bodies
+        .read(&headers, body, MAX_BATCH_BODY_BYTES)
+        .await?;
     let now = now_ms();
     let commands = parse_batch(&bytes, now)?;
     let batch_key = idempotency_key(&headers)?;

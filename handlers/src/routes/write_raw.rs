@@ -1,7 +1,6 @@
 //! `POST /source/write_raw`: validate, append durably, answer.
 
 use crate::auth::authorize;
-use crate::body::read_json_body;
 use crate::error::{ok, ApiError};
 use crate::openapi::{ErrorResponse, WriteRawRequest, WriteRawResponse};
 use crate::routes::{now_ms, AppState};
@@ -93,7 +92,7 @@ pub async fn write_raw(
     body: Body,
 ) -> Result<Response, ApiError> {
     let writer = authorize(&state.keys, &headers, Role::Write)?;
-    let bytes = read_json_body(&headers, body, MAX_BODY_BYTES).await?;
+    let bytes = state.bodies.read(&headers, body, MAX_BODY_BYTES).await?;
     let now = now_ms();
     let command = parse_write(&bytes, now)?;
     let event = new_event(command, &writer, now, idempotency_key(&headers)?);

@@ -84,7 +84,7 @@ impl From<WriteError> for BatchError {
 
 /// Validates a `write_batch` body received at `now`: `{"events": [...]}`,
 /// 1 to [`MAX_BATCH_EVENTS`] events, each checked as [`parse_write`]
-/// checks one. Syntax anywhere in the body comes first (400).
+/// checks one, and each at most [`MAX_BODY_BYTES`] as written. Syntax anywhere in the body comes first (400).
 pub fn parse_batch(body: &[u8], now: Millis) -> Result<Vec<WriteCommand>, BatchError> {
     check_numbers(body)?;
     let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
@@ -111,7 +111,20 @@ pub fn parse_batch(body: &[u8], now: Millis) -> Result<Vec<WriteCommand>, BatchE
         .iter()
         .enumerate()
         .map(|(index, event)| {
-            parse_event(event.get().as_bytes(), now).map_err(|error| BatchError {
+            let text = event.get().as_bytes();
+            if text.len() > MAX_BODY_BYTES {
+                return Err(BatchError {
+                    index: Some(index),
+                    error: WriteError::Limit {
+                        code: "event_too_large",
+                        message: format!(
+                            "events[{index}] is {} bytes; an event is at most {MAX_BODY_BYTES}, as a write_raw body",
+                            text.len()
+                        ),
+                    },
+                });
+            }
+            parse_event(text, now).map_err(|error| BatchError {
                 index: Some(index),
                 error: match error {
                     WriteError::Invalid(text) => {

@@ -46,7 +46,7 @@ use aws_sdk_dynamodb::types::{
     TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_dynamodb::Client;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -335,14 +335,16 @@ pub const BATCH_PUTS_IN_FLIGHT: usize = 32;
 impl EventLog for DynamoStore {
     /// One conditional `PutItem` per event (DynamoDB's batch write takes
     /// no conditions), [`BATCH_PUTS_IN_FLIGHT`] at a time, answers in
-    /// request order. The first failure fails the batch once the puts in
-    /// flight are done; the events already put stay (each is whole).
+    /// request order. Every put is tried and answered before the batch
+    /// is (none is dropped half-sent); any failure fails the batch, and
+    /// the events put stay (each is whole).
     async fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
-        futures::stream::iter(events)
+        let answers: Vec<Result<Appended>> = futures::stream::iter(events)
             .map(|event| self.append_one(event))
             .buffered(BATCH_PUTS_IN_FLIGHT)
-            .try_collect()
-            .await
+            .collect()
+            .await;
+        answers.into_iter().collect()
     }
 
     async fn ping(&self) -> Result<()> {

@@ -39,7 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Most appends committed in one transaction.
+/// Most events committed in one transaction (but a single request's
+/// batch, up to 1,000 events, always goes whole).
 pub const MAX_GROUP: usize = 1024;
 /// Appends waiting for the writer before callers wait to enqueue.
 const QUEUE: usize = 8192;
@@ -333,11 +334,17 @@ fn load_views(conn: &Connection) -> Result<Views> {
 
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendJob>, head: watch::Sender<u64>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = rx.blocking_recv() {
+    // A job taken that would have made the last group pass MAX_GROUP.
+    let mut held: Option<AppendJob> = None;
+    while let Some(first) = held.take().or_else(|| rx.blocking_recv()) {
         let mut events = first.events.len();
         jobs.push(first);
         while events < MAX_GROUP {
             match rx.try_recv() {
+                Ok(job) if events + job.events.len() > MAX_GROUP => {
+                    held = Some(job);
+                    break;
+                }
                 Ok(job) => {
                     events += job.events.len();
                     jobs.push(job);

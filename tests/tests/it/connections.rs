@@ -51,11 +51,29 @@ async fn idle_and_slow_connections_are_closed_after_the_timeouts() {
     body.write_all(&body_prefix(&keys.write))
         .await
         .expect("send");
+    // Then one byte every 300 ms: never silent for long, but never done
+    // (the body timeout is a deadline for the whole body).
+    let (mut reader, mut writer) = body.into_split();
+    let trickle = tokio::spawn(async move {
+        while writer.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
 
     let (sent, idle_closed) = until_closed(&mut idle, Duration::from_secs(10)).await;
     assert_eq!(sent, "", "an idle connection is closed without an answer");
     let (_, headers_closed) = until_closed(&mut headers, Duration::from_secs(10)).await;
-    let (answer, body_closed) = until_closed(&mut body, Duration::from_secs(10)).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the trickling body's connection was not closed"
+    );
+    let (answer, body_closed) = (
+        String::from_utf8_lossy(&answer).into_owned(),
+        Instant::now(),
+    );
+    trickle.abort();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"request_timeout\""), "{answer}");
     for (what, closed, timeout) in [

@@ -187,6 +187,28 @@ fn a_batch_is_checked_event_by_event() {
 }
 
 #[test]
+fn a_batch_event_is_at_most_a_write_raw_body() {
+    let pad = |n: usize| format!(r#"{{"data": {{"s": "{}"}}}}"#, "x".repeat(n));
+    let fits = pad(MAX_BODY_BYTES - pad(0).len());
+    assert_eq!(fits.len(), MAX_BODY_BYTES);
+    let over = pad(MAX_BODY_BYTES - pad(0).len() + 1);
+    let body = format!(r#"{{"events": [{fits}, {over}]}}"#);
+    let e = batch_err(&body);
+    assert_eq!(e.index, Some(1));
+    assert!(
+        matches!(
+            e.error,
+            WriteError::Limit {
+                code: "event_too_large",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(parse_batch(format!(r#"{{"events": [{fits}]}}"#).as_bytes(), NOW).is_ok());
+}
+
+#[test]
 fn a_malformed_batch_names_no_event() {
     for (body, syntax) in [
         (r#"{"events": [{"data": {}}"#, true),
