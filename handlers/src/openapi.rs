@@ -2,7 +2,7 @@
 //! annotations and the schema types below. The schema types describe the
 //! wire format only; handlers validate with the domain's parsers.
 
-use crate::routes::{EXPOSE, PREFIXES, SOURCES, WRITE_BATCH, WRITE_RAW};
+use crate::routes::{EXPOSE, PREFIXES, SERIES, SOURCES, WRITE_BATCH, WRITE_RAW};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
@@ -89,6 +89,84 @@ pub enum ExposeType {
     DayStats,
     #[serde(rename = "7d_stats")]
     WeekStats,
+    /// 15-minute buckets of the last 24 hours (a series document).
+    #[serde(rename = "24h_development")]
+    DayDevelopment,
+    /// 1-day buckets of the last 7 days (a series document).
+    #[serde(rename = "7d_development")]
+    WeekDevelopment,
+}
+
+/// A series request. Other fields are refused (422).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesRequest {
+    /// A source; omitted: all events.
+    #[schema(min_length = 1, max_length = 128)]
+    pub name: Option<String>,
+    /// The fields to answer (at most 100); omitted: all. Unknown fields are
+    /// absent from the answer, not an error.
+    #[schema(max_items = 100)]
+    pub fields: Option<Vec<String>>,
+    pub interval: SeriesInterval,
+    /// Rounded down to the interval (UTC).
+    #[schema(format = DateTime)]
+    pub from: String,
+    /// Rounded up to the interval; at most 10,000 buckets.
+    #[schema(format = DateTime)]
+    pub to: String,
+}
+
+/// Bucket width. 1m, 5m and 15m fold minute summaries (kept 35 days by
+/// default); 1h, 6h and 1d fold hour summaries (kept as long as the log).
+#[derive(Debug, Serialize, ToSchema)]
+pub enum SeriesInterval {
+    #[serde(rename = "1m")]
+    M1,
+    #[serde(rename = "5m")]
+    M5,
+    #[serde(rename = "15m")]
+    M15,
+    #[serde(rename = "1h")]
+    H1,
+    #[serde(rename = "6h")]
+    H6,
+    #[serde(rename = "1d")]
+    D1,
+}
+
+/// One bucket with events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesBucket {
+    #[schema(format = DateTime)]
+    pub start: String,
+    /// All the bucket's events, with or without the fields asked for.
+    pub count: u64,
+    pub fields: BTreeMap<String, FieldStats>,
+}
+
+/// A series (also the development `expose` types, with `type`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesData {
+    /// Development views only.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The source; null for all events.
+    pub name: Option<String>,
+    pub interval: SeriesInterval,
+    #[schema(format = DateTime)]
+    pub from: String,
+    #[schema(format = DateTime)]
+    pub to: String,
+    /// Buckets without events are left out.
+    pub buckets: Vec<SeriesBucket>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesResponse {
+    pub status: u16,
+    pub description: String,
+    pub data: SeriesData,
 }
 
 /// Other fields are ignored.
@@ -175,6 +253,7 @@ pub enum ExposeData {
     Latest(LatestData),
     Window(WindowData),
     Stats(StatsData),
+    Development(SeriesData),
 }
 
 /// One source.
@@ -264,6 +343,7 @@ pub struct RebuildResponse {
         crate::routes::write_batch::write_batch,
         crate::routes::expose::expose,
         crate::routes::sources::list_sources,
+        crate::routes::series::series,
         crate::routes::health::health,
         crate::routes::prometheus::metrics,
         crate::routes::admin::start_rebuild,
@@ -284,7 +364,7 @@ impl Modify for Additions {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
         );
         let [canonical, legacy] = PREFIXES;
-        for route in [WRITE_RAW, WRITE_BATCH, EXPOSE, SOURCES] {
+        for route in [WRITE_RAW, WRITE_BATCH, EXPOSE, SOURCES, SERIES] {
             let Some(item) = openapi.paths.paths.get(&format!("{canonical}{route}")) else {
                 continue;
             };

@@ -5,6 +5,7 @@
 
 use crate::domain::expose::{ExposeKind, Statistic};
 use crate::domain::fold::{EventRef, ScopeState};
+use crate::domain::series::{Bucket, Development, SeriesQuery};
 use crate::domain::stats::Moments;
 use crate::domain::summary::Summary;
 use crate::domain::time::{format_rfc3339, Millis};
@@ -61,6 +62,104 @@ struct SourceDoc<'a> {
     fields_dropped: usize,
 }
 
+impl StatsDoc {
+    fn of(m: &Moments) -> Self {
+        StatsDoc {
+            count: m.count,
+            mean: m.mean(),
+            std: m.sample_std(),
+            min: m.min(),
+            max: m.max(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SeriesDoc<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    name: Option<&'a str>,
+    interval: &'static str,
+    from: String,
+    to: String,
+    buckets: Vec<BucketDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct BucketDoc<'a> {
+    start: String,
+    count: u64,
+    fields: BTreeMap<&'a str, StatsDoc>,
+}
+
+/// A `series` answer's `data` (with `type` for a development view).
+pub fn render_series(
+    query: &SeriesQuery,
+    buckets: &[Bucket],
+    development: Option<Development>,
+) -> String {
+    let doc = SeriesDoc {
+        kind: development.map(Development::as_str),
+        name: query.name.as_deref(),
+        interval: query.interval.as_str(),
+        from: format_rfc3339(query.from),
+        to: format_rfc3339(query.to),
+        buckets: buckets
+            .iter()
+            .map(|b| BucketDoc {
+                start: format_rfc3339(b.start),
+                count: b.summary.events,
+                fields: b
+                    .summary
+                    .fields
+                    .iter()
+                    .map(|(path, m)| (path.as_str(), StatsDoc::of(m)))
+                    .collect(),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&doc).unwrap_or_else(|_| String::from("null"))
+}
+
+/// A `series` answer as CSV: a header, then one row per bucket and field
+/// (`start,name,field,count,mean,std,min,max`; `name` empty for all
+/// events; numbers as in the JSON answer, a null as an empty cell).
+pub fn render_series_csv(query: &SeriesQuery, buckets: &[Bucket]) -> String {
+    let number = |v: Option<f64>| {
+        v.map_or_else(String::new, |v| {
+            serde_json::to_string(&v).unwrap_or_default()
+        })
+    };
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let mut write = || -> csv::Result<()> {
+        out.write_record([
+            "start", "name", "field", "count", "mean", "std", "min", "max",
+        ])?;
+        let name = query.name.as_deref().unwrap_or("");
+        for bucket in buckets {
+            let start = format_rfc3339(bucket.start);
+            for (path, m) in &bucket.summary.fields {
+                out.write_record([
+                    start.as_str(),
+                    name,
+                    path.as_str(),
+                    &m.count.to_string(),
+                    &number(m.mean()),
+                    &number(m.sample_std()),
+                    &number(m.min()),
+                    &number(m.max()),
+                ])?;
+            }
+        }
+        Ok(())
+    };
+    let written = write();
+    match (written, out.into_inner()) {
+        (Ok(()), Ok(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 /// The `latest` row of an event.
 pub fn render_latest(event: &EventRef<'_>) -> String {
     let fallback;
@@ -90,13 +189,7 @@ pub fn render_window(
     fields_dropped: usize,
 ) -> String {
     let doc = match kind.statistic().unwrap_or(Statistic::Mean) {
-        Statistic::All => window_doc(kind, end, summary, Some(fields_dropped), |m| StatsDoc {
-            count: m.count,
-            mean: m.mean(),
-            std: m.sample_std(),
-            min: m.min(),
-            max: m.max(),
-        }),
+        Statistic::All => window_doc(kind, end, summary, Some(fields_dropped), StatsDoc::of),
         Statistic::SampleStd => window_doc(kind, end, summary, None, |m| ValueDoc {
             count: m.count,
             value: m.sample_std(),

@@ -1,5 +1,6 @@
 //! `POST /source/expose`: one materialized row, sent as stored.
 
+use super::series;
 use crate::auth::authorize;
 use crate::error::{envelope, ApiError};
 use crate::openapi::{ErrorResponse, ExposeRequest, ExposeResponse};
@@ -12,13 +13,14 @@ use serde_json::{Map, Value};
 use sygno_shared::domain::auth::Role;
 use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::Scope;
+use sygno_shared::domain::series::Development;
 use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::window_end;
 use sygno_shared::domain::write::{classify, MAX_BODY_BYTES, MAX_NAME_CHARS};
-use sygno_shared::views::render_window;
+use sygno_shared::views::{render_series, render_window};
 
 const SHAPE: &str = "body must be a JSON object {\"type\": T, \"name\"?: source} with T one of \
-     latest, 24h_average, 24h_devt, 7d_average, 7d_devt, 24h_stats, 7d_stats";
+     latest, 24h_average, 24h_devt, 7d_average, 7d_devt, 24h_stats, 7d_stats, 24h_development, 7d_development";
 
 /// Reads the latest event or a window's statistics, of all events or of
 /// one source.
@@ -49,11 +51,17 @@ pub async fn expose(
     // Other fields are ignored, as the original API did.
     let request: Map<String, Value> =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::from(classify(&e, &bytes, SHAPE)))?;
-    let kind = match request.get("type") {
-        Some(Value::String(text)) => ExposeKind::parse(text),
+    let text = match request.get("type") {
+        Some(Value::String(text)) => Some(text.as_str()),
         _ => None,
+    };
+    let development = text.and_then(Development::parse);
+    let kind = text.and_then(ExposeKind::parse);
+    if kind.is_none() && development.is_none() {
+        return Err(ApiError::invalid_body(format!(
+            "missing or unknown `type`: {SHAPE}"
+        )));
     }
-    .ok_or_else(|| ApiError::invalid_body(format!("missing or unknown `type`: {SHAPE}")))?;
     let scope = match request.get("name") {
         None | Some(Value::Null) => Scope::All,
         Some(Value::String(name)) if (1..=MAX_NAME_CHARS).contains(&name.chars().count()) => {
@@ -64,6 +72,15 @@ pub async fn expose(
                 "`name` must be a source name of 1 to {MAX_NAME_CHARS} characters"
             )))
         }
+    };
+    let Some(kind) = kind else {
+        // A development view: the series of the window, read from the
+        // stored summaries (a fold of its buckets, not a stored row).
+        let development = development.ok_or_else(ApiError::internal)?;
+        let query = development.query(scope.name().map(str::to_owned), window_end(now_ms()));
+        let buckets = series::buckets(&state, &query).await?;
+        let doc = render_series(&query, &buckets, Some(development));
+        return Ok(envelope(StatusCode::OK, development.as_str(), &doc));
     };
     match state.views.view(&scope, kind).await? {
         Some(doc) => Ok(envelope(StatusCode::OK, kind.as_str(), &doc)),
@@ -91,10 +108,4 @@ fn empty_window(kind: ExposeKind) -> Response {
     envelope(StatusCode::OK, kind.as_str(), &doc)
 }
 
-fn unknown_source() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "unknown_source",
-        "no event of this source has been aggregated",
-    )
-}
+use super::series::unknown_source;

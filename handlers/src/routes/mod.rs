@@ -1,7 +1,8 @@
 //! The router: one function, [`app`], serves every entry point.
 //!
 //! Routes: `POST {/source,/sygno}/write_raw` and `write_batch` (role write),
-//! `POST {/source,/sygno}/expose` and `GET {/source,/sygno}/sources`
+//! `POST {/source,/sygno}/expose`, `POST {/source,/sygno}/series` and
+//! `GET {/source,/sygno}/sources`
 //! (role read), `GET /metrics` (role read), `GET /health`,
 //! `POST|GET /admin/rebuild` (role admin), `GET /docs`, `GET /openapi.json`.
 //! Unknown routes (404), wrong methods (405) and panics (500) answer in the
@@ -11,6 +12,7 @@ pub mod admin;
 pub mod expose;
 pub mod health;
 pub mod prometheus;
+pub mod series;
 pub mod sources;
 pub mod write_batch;
 pub mod write_raw;
@@ -26,6 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use sygno_aggregator::RebuildHandle;
 use sygno_shared::domain::auth::ApiKeys;
+use sygno_shared::domain::series::Retention;
 use sygno_shared::store::{EventLog, ViewStore};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -36,6 +39,7 @@ pub const WRITE_RAW: &str = "/write_raw";
 pub const WRITE_BATCH: &str = "/write_batch";
 pub const EXPOSE: &str = "/expose";
 pub const SOURCES: &str = "/sources";
+pub const SERIES: &str = "/series";
 pub const HEALTH: &str = "/health";
 pub const METRICS: &str = "/metrics";
 pub const ADMIN_REBUILD: &str = "/admin/rebuild";
@@ -56,6 +60,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Reads request bodies (deadline, shared memory budget).
     pub bodies: BodyReader,
+    /// How long the aggregator keeps minute and hour summaries: a series
+    /// finer than kept is refused.
+    pub retention: Retention,
 }
 
 impl AppState {
@@ -79,6 +86,7 @@ impl AppState {
             rebuild,
             metrics: None,
             bodies: BodyReader::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -102,7 +110,8 @@ pub fn app(state: AppState) -> Router {
                 post(write_batch::write_batch),
             )
             .route(&format!("{prefix}{EXPOSE}"), post(expose::expose))
-            .route(&format!("{prefix}{SOURCES}"), get(sources::list_sources));
+            .route(&format!("{prefix}{SOURCES}"), get(sources::list_sources))
+            .route(&format!("{prefix}{SERIES}"), post(series::series));
     }
     let router = router
         .route(HEALTH, get(health::health))

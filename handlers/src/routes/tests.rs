@@ -36,6 +36,7 @@ fn harness() -> Harness {
         rebuild: Some(rebuild),
         metrics: None,
         bodies: crate::body::BodyReader::default(),
+        retention: Default::default(),
     });
     Harness {
         _dir: dir,
@@ -989,6 +990,14 @@ impl ViewStore for BrokenStore {
     async fn sources(&self) -> Result<Vec<Arc<str>>, StoreError> {
         Err(StoreError::Unavailable("disk on fire".into()))
     }
+    async fn summaries(
+        &self,
+        _: &sygno_shared::domain::fold::Scope,
+        _: sygno_shared::domain::tiers::Tier,
+        _: std::ops::Range<i64>,
+    ) -> Result<Vec<(i64, sygno_shared::domain::summary::Summary)>, StoreError> {
+        Err(StoreError::Unavailable("disk on fire".into()))
+    }
 }
 
 #[tokio::test]
@@ -1001,6 +1010,7 @@ async fn a_store_outage_is_a_503_that_leaks_nothing() {
         rebuild: None,
         metrics: None,
         bodies: crate::body::BodyReader::default(),
+        retention: Default::default(),
     });
     for call in [
         post("/source/write_raw", Some(WRITE), EVENT),

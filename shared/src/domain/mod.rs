@@ -8,6 +8,7 @@
 //!   overflow-free over the whole f64 range, and their merge.
 //! - [`summary`]: [`summary::Summary`], the statistics of a set of events.
 //! - [`tiers`]: minute and hour summaries, and how a window splits into them.
+//! - [`series`]: statistics bucket by bucket, folded from those summaries.
 //! - [`window`]: the canonical fold of a window, and its cache.
 //! - [`limit`]: the per-aggregate field limit.
 //! - [`fold`]: the one fold of an event into the aggregates (sources,
@@ -22,6 +23,7 @@ pub mod expose;
 pub mod fields;
 pub mod fold;
 pub mod limit;
+pub mod series;
 pub mod stats;
 pub mod summary;
 pub mod tiers;

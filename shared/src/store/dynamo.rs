@@ -35,6 +35,8 @@
 use crate::domain::event::{Appended, NewEvent};
 use crate::domain::expose::ExposeKind;
 use crate::domain::fold::Scope;
+use crate::domain::summary::Summary;
+use crate::domain::tiers::Tier;
 use crate::store::{EventLog, Result, StoreError, ViewStore};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
@@ -405,6 +407,19 @@ impl DynamoStore {
 
 #[async_trait]
 impl ViewStore for DynamoStore {
+    /// A `GetItem` of the state item (the live generation), then one
+    /// paged `Query` of the summaries' partition.
+    async fn summaries(
+        &self,
+        scope: &Scope,
+        tier: Tier,
+        range: std::ops::Range<i64>,
+    ) -> Result<Vec<(i64, Summary)>> {
+        let state = self.read_state().await?;
+        self.query_summaries(state.generation, scope, tier, range)
+            .await
+    }
+
     /// One eventually consistent `GetItem` (and a `BatchGetItem` for the
     /// rest of a row too large for one item).
     async fn view(&self, scope: &Scope, kind: ExposeKind) -> Result<Option<Arc<str>>> {

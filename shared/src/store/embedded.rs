@@ -164,6 +164,8 @@ struct Inner {
     /// Read connection to `events.db` (feed and health).
     events: Mutex<Connection>,
     aggregates: Mutex<Connection>,
+    /// Read connection to `aggregates.db` (series).
+    summaries_reader: Mutex<Connection>,
     /// The rendered rows and sources entries, as last committed.
     views: RwLock<Views>,
     /// Held for the store's life; released on drop.
@@ -215,6 +217,7 @@ impl EmbeddedStore {
         let aggregates = open_db(&dir.join("aggregates.db"), "NORMAL")?;
         migrate_aggregates(&aggregates)?;
         let views = load_views(&aggregates)?;
+        let summaries_reader = open_db(&dir.join("aggregates.db"), "NORMAL")?;
 
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -230,6 +233,7 @@ impl EmbeddedStore {
                 head: head_rx,
                 events: Mutex::new(reader),
                 aggregates: Mutex::new(aggregates),
+                summaries_reader: Mutex::new(summaries_reader),
                 views: RwLock::new(views),
                 _lock: lock_file,
             }),
@@ -640,35 +644,14 @@ impl AggregateStore for EmbeddedStore {
     ) -> Result<Vec<(SummaryKey, Summary)>> {
         let ranges = ranges.to_vec();
         self.with_aggregates(move |c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT idx, summary FROM summaries WHERE generation = ?1 AND scope = ?2 \
-                     AND tier = ?3 AND idx >= ?4 AND idx < ?5 ORDER BY idx",
-                )
-                .map_err(sql_err)?;
             let mut out = Vec::new();
             for (scope, tier, range) in ranges {
-                let rows = stmt
-                    .query_map(
-                        params![
-                            generation,
-                            scope_column(&scope),
-                            tier_column(tier),
-                            range.start,
-                            range.end
-                        ],
-                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
-                    )
-                    .map_err(sql_err)?;
-                for row in rows {
-                    let (index, bytes) = row.map_err(sql_err)?;
+                for (index, summary) in read_range(c, generation, &scope, tier, range)? {
                     let key = SummaryKey {
                         scope: scope.clone(),
                         tier,
                         index,
                     };
-                    let summary = decode_summary(&bytes)
-                        .map_err(|e| StoreError::Corrupt(format!("summary {key:?}: {e}")))?;
                     out.push((key, summary));
                 }
             }
@@ -789,8 +772,72 @@ fn write_commit(c: &mut Connection, commit: &AggregateCommit) -> Result<()> {
     tx.commit().map_err(sql_err)
 }
 
+/// The stored summaries of `generation`, `scope` and `tier` with index in
+/// `range`, in index order.
+fn read_range(
+    c: &Connection,
+    generation: u64,
+    scope: &Scope,
+    tier: Tier,
+    range: Range<i64>,
+) -> Result<Vec<(i64, Summary)>> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT idx, summary FROM summaries WHERE generation = ?1 AND scope = ?2 \
+             AND tier = ?3 AND idx >= ?4 AND idx < ?5 ORDER BY idx",
+        )
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map(
+            params![
+                generation,
+                scope_column(scope),
+                tier_column(tier),
+                range.start,
+                range.end
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )
+        .map_err(sql_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (index, bytes) = row.map_err(sql_err)?;
+        let summary = decode_summary(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("summary {scope:?} {tier:?} {index}: {e}")))?;
+        out.push((index, summary));
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl ViewStore for EmbeddedStore {
+    /// One read transaction on a connection of its own (the worker's
+    /// commits do not wait for it, nor it for them): the live generation,
+    /// then its summaries in the range.
+    async fn summaries(
+        &self,
+        scope: &Scope,
+        tier: Tier,
+        range: Range<i64>,
+    ) -> Result<Vec<(i64, Summary)>> {
+        let inner = Arc::clone(&self.inner);
+        let scope = scope.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&inner.summaries_reader);
+            let tx = conn.transaction().map_err(sql_err)?;
+            let generation: Option<u64> = tx
+                .query_row("SELECT generation FROM meta WHERE id = 0", [], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?;
+            let Some(generation) = generation else {
+                return Ok(Vec::new());
+            };
+            read_range(&tx, generation, &scope, tier, range)
+        })
+        .await
+        .map_err(StoreError::unavailable)?
+    }
+
     async fn view(&self, scope: &Scope, kind: ExposeKind) -> Result<Option<Arc<str>>> {
         let cache = self
             .inner

@@ -202,4 +202,12 @@ pub trait ViewStore: Send + Sync {
     async fn view(&self, scope: &Scope, kind: ExposeKind) -> Result<Option<Arc<str>>>;
     /// Every source's `sources` entry, sorted by name.
     async fn sources(&self) -> Result<Vec<Arc<str>>>;
+    /// The live summaries of `scope`'s aggregate in `tier` with index in
+    /// `range`, in index order (absent ones left out): what a series folds.
+    async fn summaries(
+        &self,
+        scope: &Scope,
+        tier: Tier,
+        range: Range<i64>,
+    ) -> Result<Vec<(i64, Summary)>>;
 }

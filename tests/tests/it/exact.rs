@@ -122,16 +122,30 @@ pub(crate) fn check_window_stat(row: &Value, events: &[Sent], span_ms: i64, stat
             Stat::Mean => check_close(name, &got["value"], Some(mean), 1e-9 * scale),
             Stat::Devt => check_close(name, &got["value"], std, std_tolerance),
             Stat::All => {
-                check_close(name, &got["mean"], Some(mean), 1e-9 * scale);
-                check_close(name, &got["std"], std, std_tolerance);
-                let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-                let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                assert_eq!(got["min"].as_f64(), Some(min), "{name} min");
-                assert_eq!(got["max"].as_f64(), Some(max), "{name} max");
+                check_field_stats(name, got, &values);
                 assert_eq!(row["fields_dropped"], 0, "{name}: nothing dropped");
             }
         }
     }
+}
+
+/// Asserts one field's `{count, mean, std, min, max}` against the exact
+/// statistics of `values` (1e-9; min and max exact).
+#[track_caller]
+pub(crate) fn check_field_stats(name: &str, got: &Value, values: &[f64]) {
+    assert_eq!(
+        got["count"].as_u64(),
+        Some(values.len() as u64),
+        "{name} count"
+    );
+    let (mean, std) = exact_stats(values);
+    let scale = mean.abs().max(std.unwrap_or(0.0));
+    check_close(name, &got["mean"], Some(mean), 1e-9 * scale);
+    check_close(name, &got["std"], std, 1e-9 * std.unwrap_or(0.0));
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(got["min"].as_f64(), Some(min), "{name} min");
+    assert_eq!(got["max"].as_f64(), Some(max), "{name} max");
 }
 
 /// Reads the four window rows and checks each against the exact reference.

@@ -13,4 +13,5 @@ mod idempotency;
 mod infra;
 mod metrics;
 mod rebuild;
+mod series;
 mod sources;

@@ -1,0 +1,118 @@
+//! `POST /source/series`: an aggregate's statistics bucket by bucket,
+//! folded from its stored minute or hour summaries; JSON in the envelope,
+//! or CSV on `Accept: text/csv`. Also the `expose` development types.
+
+use crate::auth::authorize;
+use crate::error::{envelope, ApiError};
+use crate::openapi::{ErrorResponse, SeriesRequest, SeriesResponse};
+use crate::routes::{now_ms, AppState};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sygno_shared::domain::auth::Role;
+use sygno_shared::domain::expose::ExposeKind;
+use sygno_shared::domain::fold::Scope;
+use sygno_shared::domain::series::{
+    fold_series, parse_series, Bucket, SeriesError, SeriesQuery, SeriesRequestError,
+};
+use sygno_shared::domain::write::MAX_BODY_BYTES;
+use sygno_shared::views::{render_series, render_series_csv};
+
+/// Statistics per bucket of a range, at an interval.
+#[utoipa::path(
+    post,
+    path = "/source/series",
+    tag = "statistics",
+    request_body = SeriesRequest,
+    responses(
+        (status = 200, description = "The buckets with events, in order (CSV rows `start,name,field,count,mean,std,min,max` on `Accept: text/csv`)",
+            content((SeriesResponse = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "Body is not JSON", body = ErrorResponse),
+        (status = 401, description = "Missing or unknown key", body = ErrorResponse),
+        (status = 403, description = "Key lacks the read role", body = ErrorResponse),
+        (status = 404, description = "A `name` never written (`unknown_source`)", body = ErrorResponse),
+        (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
+        (status = 422, description = "Bad body (`invalid_body`), over 10,000 buckets (`too_many_buckets`), or finer than the summaries kept for that time (`resolution_unavailable`)", body = ErrorResponse),
+        (status = 503, description = "Store unavailable", body = ErrorResponse),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn series(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&state.keys, &headers, Role::Read)?;
+    let bytes = state.bodies.read(&headers, body, MAX_BODY_BYTES).await?;
+    let query = parse_series(&bytes).map_err(|e| match e {
+        SeriesRequestError::Write(e) => ApiError::from(e),
+        SeriesRequestError::Series(e) => series_error(e),
+    })?;
+    let buckets = buckets(&state, &query).await?;
+    if wants_csv(&headers) {
+        let mut response = render_series_csv(&query, &buckets).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        return Ok(response);
+    }
+    let doc = render_series(&query, &buckets, None);
+    Ok(envelope(StatusCode::OK, "series", &doc))
+}
+
+/// The buckets of `query`: a 404 for a source never aggregated, a 422 for
+/// a range finer than kept, else the fold of its stored summaries.
+pub async fn buckets(state: &AppState, query: &SeriesQuery) -> Result<Vec<Bucket>, ApiError> {
+    query
+        .check_retention(&state.retention, now_ms())
+        .map_err(series_error)?;
+    let scope = Scope::from_name(query.name.as_deref());
+    if scope != Scope::All
+        && state
+            .views
+            .view(&scope, ExposeKind::Latest)
+            .await?
+            .is_none()
+    {
+        return Err(unknown_source());
+    }
+    let (tier, range) = query.reads();
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stored = state.views.summaries(&scope, tier, range).await?;
+    Ok(fold_series(query, &stored))
+}
+
+/// Whether the client asked for CSV (`Accept: text/csv`, alone or first
+/// among others).
+fn wants_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|item| {
+            item.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .find(|media| !media.is_empty())
+        .is_some_and(|media| media == "text/csv")
+}
+
+fn series_error(e: SeriesError) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code, e.message)
+}
+
+pub(crate) fn unknown_source() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_source",
+        "no event of this source has been aggregated",
+    )
+}

@@ -1,0 +1,404 @@
+//! Series: the statistics of an aggregate bucket by bucket, at one of a
+//! few intervals, folded from the stored minute or hour summaries (the
+//! tiers the windows use), never from events: a series costs what its
+//! range holds in summaries, whatever the events in them.
+//!
+//! [`parse_series`] validates a `series` body into a [`SeriesQuery`];
+//! [`SeriesQuery::reads`] says which stored summaries to load;
+//! [`fold_series`] merges them into buckets, in index order, with the
+//! same [`Summary::merge`] the windows use. Pure: no I/O, time passed in.
+
+use crate::domain::summary::Summary;
+use crate::domain::tiers::Tier;
+use crate::domain::time::{format_rfc3339, parse_rfc3339, Millis, DAY_MS, HOUR_MS, MINUTE_MS};
+use crate::domain::write::{classify, WriteError, MAX_NAME_CHARS};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+/// Most buckets one series answers.
+pub const MAX_BUCKETS: i64 = 10_000;
+/// Most fields one series names.
+pub const MAX_SERIES_FIELDS: usize = 100;
+/// How long minute summaries are kept by default (the contract: at least
+/// 35 days).
+pub const DEFAULT_MINUTE_RETENTION_MS: Millis = 35 * DAY_MS;
+
+/// A series' bucket width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Interval {
+    M1,
+    M5,
+    M15,
+    H1,
+    H6,
+    D1,
+}
+
+impl Interval {
+    /// Finest first.
+    pub const ALL: [Interval; 6] = [
+        Interval::M1,
+        Interval::M5,
+        Interval::M15,
+        Interval::H1,
+        Interval::H6,
+        Interval::D1,
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Interval::ALL.into_iter().find(|i| i.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interval::M1 => "1m",
+            Interval::M5 => "5m",
+            Interval::M15 => "15m",
+            Interval::H1 => "1h",
+            Interval::H6 => "6h",
+            Interval::D1 => "1d",
+        }
+    }
+
+    pub fn ms(self) -> Millis {
+        match self {
+            Interval::M1 => MINUTE_MS,
+            Interval::M5 => 5 * MINUTE_MS,
+            Interval::M15 => 15 * MINUTE_MS,
+            Interval::H1 => HOUR_MS,
+            Interval::H6 => 6 * HOUR_MS,
+            Interval::D1 => DAY_MS,
+        }
+    }
+
+    /// The stored summaries its buckets are folded from: minutes below an
+    /// hour, hours from an hour on (every such bucket holds whole hours).
+    pub fn tier(self) -> Tier {
+        if self.ms() < HOUR_MS {
+            Tier::Minute
+        } else {
+            Tier::Hour
+        }
+    }
+}
+
+fn tier_ms(tier: Tier) -> Millis {
+    match tier {
+        Tier::Minute => MINUTE_MS,
+        Tier::Hour => HOUR_MS,
+    }
+}
+
+/// A validated series request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesQuery {
+    /// A source, or `None` for all events.
+    pub name: Option<String>,
+    /// The fields to answer; `None`: all.
+    pub fields: Option<BTreeSet<String>>,
+    pub interval: Interval,
+    /// Rounded down to the interval.
+    pub from: Millis,
+    /// Rounded up to the interval.
+    pub to: Millis,
+}
+
+/// Why a series request was refused (422), with its code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SeriesError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn invalid(message: impl Into<String>) -> SeriesError {
+    SeriesError {
+        code: "invalid_body",
+        message: message.into(),
+    }
+}
+
+/// How long each tier of summaries is kept (`None`: as long as the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub minutes: Option<Millis>,
+    pub hours: Option<Millis>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            minutes: Some(DEFAULT_MINUTE_RETENTION_MS),
+            hours: None,
+        }
+    }
+}
+
+impl Retention {
+    /// The first instant whose `tier` summaries are kept at `now`.
+    pub fn kept_from(&self, tier: Tier, now: Millis) -> Option<Millis> {
+        let keep = match tier {
+            Tier::Minute => self.minutes,
+            Tier::Hour => self.hours,
+        }?;
+        let unit = tier_ms(tier);
+        Some((now - keep).div_euclid(unit) * unit)
+    }
+}
+
+impl SeriesQuery {
+    /// The query over `[from, to)` (rounded outward to the interval).
+    pub fn new(
+        name: Option<String>,
+        fields: Option<BTreeSet<String>>,
+        interval: Interval,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Self, SeriesError> {
+        let width = interval.ms();
+        let from = from.div_euclid(width) * width;
+        let to = to.div_euclid(width) * width + if to.rem_euclid(width) == 0 { 0 } else { width };
+        if to < from {
+            return Err(invalid("`to` lies before `from`"));
+        }
+        let buckets = (to - from) / width;
+        if buckets > MAX_BUCKETS {
+            return Err(SeriesError {
+                code: "too_many_buckets",
+                message: format!(
+                    "{buckets} buckets of {} asked for; at most {MAX_BUCKETS}: narrow the range or widen the interval",
+                    interval.as_str()
+                ),
+            });
+        }
+        Ok(SeriesQuery {
+            name,
+            fields,
+            interval,
+            from,
+            to,
+        })
+    }
+
+    /// The stored summaries to read: their tier and index range.
+    pub fn reads(&self) -> (Tier, Range<i64>) {
+        let tier = self.interval.tier();
+        let unit = tier_ms(tier);
+        (tier, self.from / unit..self.to / unit)
+    }
+
+    /// Refuses a range older than its tier's summaries are kept at `now`
+    /// (422 `resolution_unavailable`, naming what is kept).
+    pub fn check_retention(&self, retention: &Retention, now: Millis) -> Result<(), SeriesError> {
+        let tier = self.interval.tier();
+        let Some(kept_from) = retention.kept_from(tier, now) else {
+            return Ok(());
+        };
+        if self.from >= kept_from || self.from >= self.to {
+            return Ok(());
+        }
+        let coarser = match (tier, retention.kept_from(Tier::Hour, now)) {
+            (Tier::Minute, None) => {
+                "; intervals of 1h or more reach back as far as the log".to_owned()
+            }
+            (Tier::Minute, Some(hours)) => format!(
+                "; intervals of 1h or more reach back to {}",
+                format_rfc3339(hours)
+            ),
+            (Tier::Hour, _) => String::new(),
+        };
+        let what = match tier {
+            Tier::Minute => "minute summaries (intervals 1m, 5m, 15m)",
+            Tier::Hour => "hour summaries (intervals 1h, 6h, 1d)",
+        };
+        Err(SeriesError {
+            code: "resolution_unavailable",
+            message: format!(
+                "{what} are kept from {} on{coarser}",
+                format_rfc3339(kept_from)
+            ),
+        })
+    }
+}
+
+/// Validates a `series` body: `{"name"?, "fields"?, "interval", "from",
+/// "to"}`. Syntax first (400), then schema and values (422).
+pub fn parse_series(body: &[u8]) -> Result<SeriesQuery, SeriesRequestError> {
+    let top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
+        .map_err(|e| SeriesRequestError::Write(classify(&e, body, "body must be a JSON object")))?;
+    if let Some(unknown) = top
+        .keys()
+        .find(|k| !matches!(k.as_str(), "name" | "fields" | "interval" | "from" | "to"))
+    {
+        return Err(invalid(format!(
+            "unknown field `{unknown}`: allowed are `name`, `fields`, `interval`, `from` and `to`"
+        ))
+        .into());
+    }
+    let value = |key: &str| -> Result<Option<Value>, SeriesRequestError> {
+        top.get(key)
+            .map(|raw| serde_json::from_str::<Value>(raw.get()))
+            .transpose()
+            .map_err(|e| SeriesRequestError::Write(WriteError::Syntax(e.to_string())))
+            .map(|v| v.filter(|v| !v.is_null()))
+    };
+    let name = match value("name")? {
+        None => None,
+        Some(Value::String(name)) if (1..=MAX_NAME_CHARS).contains(&name.chars().count()) => {
+            Some(name)
+        }
+        Some(_) => {
+            return Err(invalid(format!(
+                "`name` must be a string of 1 to {MAX_NAME_CHARS} characters"
+            ))
+            .into())
+        }
+    };
+    let fields = match value("fields")? {
+        None => None,
+        Some(Value::Array(items)) => {
+            if items.len() > MAX_SERIES_FIELDS {
+                return Err(invalid(format!(
+                    "`fields` names {} fields; at most {MAX_SERIES_FIELDS}",
+                    items.len()
+                ))
+                .into());
+            }
+            let mut fields = BTreeSet::new();
+            for item in items {
+                let Value::String(path) = item else {
+                    return Err(
+                        invalid("`fields` must be an array of field paths (strings)").into(),
+                    );
+                };
+                fields.insert(path);
+            }
+            Some(fields)
+        }
+        Some(_) => {
+            return Err(invalid("`fields` must be an array of field paths (strings)").into())
+        }
+    };
+    let interval = match value("interval")? {
+        Some(Value::String(text)) => Interval::parse(&text),
+        _ => None,
+    }
+    .ok_or_else(|| invalid("`interval` must be one of 1m, 5m, 15m, 1h, 6h, 1d"))?;
+    let time = |key: &str| -> Result<Millis, SeriesRequestError> {
+        match value(key)? {
+            Some(Value::String(text)) => parse_rfc3339(&text),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            invalid(format!(
+                "`{key}` must be an RFC 3339 timestamp such as 2026-11-25T00:00:00Z"
+            ))
+            .into()
+        })
+    };
+    let (from, to) = (time("from")?, time("to")?);
+    Ok(SeriesQuery::new(name, fields, interval, from, to)?)
+}
+
+/// A refused `series` body: a syntax error (400) or a schema or value
+/// error (422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeriesRequestError {
+    #[error(transparent)]
+    Write(WriteError),
+    #[error(transparent)]
+    Series(#[from] SeriesError),
+}
+
+/// One bucket of a series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    pub start: Millis,
+    pub summary: Summary,
+}
+
+/// The buckets of `query` from `stored`, its tier's summaries as
+/// `(index, summary)` in index order (absent ones left out): each bucket
+/// is the empty summary merged with its summaries in index order; empty
+/// buckets are left out; fields not asked for are dropped (a bucket's
+/// event count is all its events).
+pub fn fold_series(query: &SeriesQuery, stored: &[(i64, Summary)]) -> Vec<Bucket> {
+    let (tier, range) = query.reads();
+    let unit = tier_ms(tier);
+    let width = query.interval.ms();
+    let mut buckets: Vec<Bucket> = Vec::new();
+    for (index, summary) in stored {
+        if !range.contains(index) || summary.is_empty() {
+            continue;
+        }
+        let start = (index * unit).div_euclid(width) * width;
+        match buckets.last_mut() {
+            Some(bucket) if bucket.start == start => bucket.summary.merge(summary),
+            _ => {
+                let mut fresh = Summary::default();
+                fresh.merge(summary);
+                buckets.push(Bucket {
+                    start,
+                    summary: fresh,
+                });
+            }
+        }
+    }
+    if let Some(fields) = &query.fields {
+        for bucket in &mut buckets {
+            bucket
+                .summary
+                .fields
+                .retain(|path, _| fields.contains(path));
+        }
+    }
+    buckets
+}
+
+/// The original service's development views, as `expose` types: the
+/// series of the window ending at the request's window end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Development {
+    /// 15-minute buckets of the last 24 hours.
+    Day,
+    /// 1-day buckets of the last 7 days.
+    Week,
+}
+
+impl Development {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "24h_development" => Some(Development::Day),
+            "7d_development" => Some(Development::Week),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Development::Day => "24h_development",
+            Development::Week => "7d_development",
+        }
+    }
+
+    /// Its series for the window ending at `end`.
+    pub fn query(self, name: Option<String>, end: Millis) -> SeriesQuery {
+        let (interval, span) = match self {
+            Development::Day => (Interval::M15, DAY_MS),
+            Development::Week => (Interval::D1, 7 * DAY_MS),
+        };
+        // At most 97 and 8 buckets: always within MAX_BUCKETS.
+        SeriesQuery::new(name, None, interval, end - span, end).unwrap_or(SeriesQuery {
+            name: None,
+            fields: None,
+            interval,
+            from: end,
+            to: end,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
