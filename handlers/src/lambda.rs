@@ -12,6 +12,7 @@ use axum::http::{Request, Uri};
 use axum::Router;
 use lambda_http::request::RequestContext;
 use sygno_shared::domain::auth::ApiKeys;
+use sygno_shared::domain::series::Retention;
 use sygno_shared::store::dynamo::DynamoStore;
 use tower::util::MapRequest;
 use tower::ServiceExt;
@@ -33,6 +34,8 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Keys(#[from] sygno_shared::domain::auth::KeysError),
+    #[error("{0}")]
+    Retention(String),
 }
 
 /// Where the API keys come from.
@@ -51,6 +54,9 @@ pub enum KeySource {
 pub struct LambdaConfig {
     pub table: String,
     pub keys: KeySource,
+    /// `SYGNO_MINUTE_RETENTION_DAYS` / `SYGNO_HOUR_RETENTION_DAYS`, as the
+    /// aggregator function keeps summaries (series finer are refused).
+    pub retention: Retention,
 }
 
 impl LambdaConfig {
@@ -69,7 +75,16 @@ impl LambdaConfig {
                 KeySource::Inline(non_empty(ApiKeys::parse(&inline.unwrap_or_default())?)?)
             }
         };
-        Ok(LambdaConfig { table, keys })
+        let retention = Retention::from_days(
+            var("SYGNO_MINUTE_RETENTION_DAYS").as_deref(),
+            var("SYGNO_HOUR_RETENTION_DAYS").as_deref(),
+        )
+        .map_err(ConfigError::Retention)?;
+        Ok(LambdaConfig {
+            table,
+            keys,
+            retention,
+        })
     }
 }
 
@@ -124,7 +139,10 @@ pub async fn state_from_env() -> Result<AppState, ConfigError> {
         );
     }
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table);
-    Ok(AppState::on_store(keys, store, None))
+    Ok(AppState {
+        retention: config.retention,
+        ..AppState::on_store(keys, store, None)
+    })
 }
 
 /// The router as a Lambda HTTP service.

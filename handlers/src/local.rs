@@ -15,6 +15,7 @@ use sygno_aggregator::embedded::rebuild::{rebuild, Rebuilt};
 use sygno_aggregator::embedded::worker::{self, Worker};
 use sygno_aggregator::Clock;
 use sygno_shared::domain::auth::ApiKeys;
+use sygno_shared::domain::series::Retention;
 use sygno_shared::store::dynamo::DynamoStore;
 use sygno_shared::store::embedded::EmbeddedStore;
 use sygno_shared::store::{AggregateStore, ChangeFeed, StoreError};
@@ -42,6 +43,9 @@ pub struct ServeOptions {
     pub connections: ConnectionOptions,
     /// Record metrics and serve them at `GET /metrics`.
     pub metrics: bool,
+    /// How long summaries are kept (the worker prunes; series older than
+    /// kept are refused).
+    pub retention: Retention,
 }
 
 impl Default for ServeOptions {
@@ -49,11 +53,16 @@ impl Default for ServeOptions {
         ServeOptions {
             connections: ConnectionOptions::default(),
             metrics: true,
+            retention: Retention::default(),
         }
     }
 }
 
 impl ServeOptions {
+    pub fn retain(self, retention: Retention) -> Self {
+        ServeOptions { retention, ..self }
+    }
+
     /// Serves `state`'s router until `shutdown` completes.
     async fn serve(
         self,
@@ -67,6 +76,7 @@ impl ServeOptions {
             .flatten();
         let state = AppState {
             bodies: BodyReader::new(self.connections.body_timeout),
+            retention: self.retention,
             ..state.with_metrics(metrics)
         };
         let router = app(state);
@@ -96,7 +106,8 @@ pub async fn serve(
     let aggregates: Arc<dyn AggregateStore> = Arc::new(store.clone());
     let worker = Worker::start(feed, aggregates, max_fields, clock())
         .await?
-        .render_every(worker::LIVE_RENDER_INTERVAL);
+        .render_every(worker::LIVE_RENDER_INTERVAL)
+        .retain(options.retention);
     let (rebuild, requests) = control::channel();
     let (stop, stopped) = watch::channel(false);
     let worker_task = tokio::spawn(worker::run(worker, Arc::clone(&clock), requests, stopped));

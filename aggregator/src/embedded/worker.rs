@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::{Scope, ScopeState, SummaryKey};
+use sygno_shared::domain::series::Retention;
 use sygno_shared::domain::summary::Summary;
-use sygno_shared::domain::time::{window_end, Millis};
+use sygno_shared::domain::tiers::Tier;
+use sygno_shared::domain::time::{window_end, Millis, HOUR_MS};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::{AggregateCommit, AggregateStore, ChangeFeed, Result};
 use sygno_shared::telemetry::{self, metric};
@@ -67,6 +69,9 @@ pub struct Worker {
     rendered_instant: Option<std::time::Instant>,
     /// Whether the last step read a full batch (more events were behind).
     behind: bool,
+    /// How long summaries are kept; pruned about once an hour.
+    retention: Retention,
+    pruned_at: Option<Millis>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -104,6 +109,8 @@ impl Worker {
             rendered_at: Millis::MIN,
             render_cost: 0,
             live_interval: std::time::Duration::ZERO,
+            retention: Retention::default(),
+            pruned_at: None,
             rendered_instant: None,
             behind: false,
         };
@@ -138,6 +145,35 @@ impl Worker {
     pub fn render_every(mut self, interval: std::time::Duration) -> Self {
         self.live_interval = interval;
         self
+    }
+
+    /// Keeps summaries as `retention` says (default: minutes 35 days,
+    /// hours as long as the log).
+    pub fn retain(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Deletes the summaries older than kept, at most once an hour. A
+    /// failure is logged and tried again an hour later: retention is not
+    /// worth failing a step for.
+    async fn prune_if_due(&mut self, now: Millis) {
+        if self.pruned_at.is_some_and(|t| now - t < HOUR_MS) {
+            return;
+        }
+        self.pruned_at = Some(now);
+        for tier in [Tier::Minute, Tier::Hour] {
+            let Some(before) = self.retention.first_kept_index(tier, now) else {
+                continue;
+            };
+            match self.store.prune(tier, before).await {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    tracing::info!(?tier, deleted, "summaries past their retention deleted")
+                }
+                Err(e) => tracing::warn!(error.cause_chain = ?e, "pruning summaries failed"),
+            }
+        }
     }
 
     /// How long until rows folded but not yet rendered are due; `None`
@@ -193,6 +229,7 @@ impl Worker {
         if self.needs_reload {
             self.reload().await?;
         }
+        self.prune_if_due(now).await;
         let events = self.feed.read_after(self.checkpoint, BATCH).await?;
         let end = window_end(now);
         let live_due = self

@@ -17,6 +17,7 @@ use sygno_handlers::local::{rebuild_store, serve, serve_dynamo, system_clock, Se
 use sygno_handlers::server::ConnectionOptions;
 use sygno_shared::domain::auth::{ApiKeys, Role};
 use sygno_shared::domain::limit::{parse_max_fields, DEFAULT_MAX_FIELDS};
+use sygno_shared::domain::series::Retention;
 use sygno_shared::domain::time::format_rfc3339;
 use sygno_shared::store::dynamo::{DynamoStore, TTL_ATTRIBUTE};
 use sygno_shared::store::embedded::EmbeddedStore;
@@ -93,9 +94,24 @@ struct StoreArgs {
     #[arg(long, env = "SYGNO_MAX_FIELDS", default_value_t = DEFAULT_MAX_FIELDS,
           value_parser = |text: &str| parse_max_fields(Some(text)))]
     max_fields: usize,
+    /// Days minute summaries are kept (series at 1m, 5m, 15m); at least 8.
+    #[arg(long, env = "SYGNO_MINUTE_RETENTION_DAYS", default_value = "35")]
+    minute_retention_days: String,
+    /// Days hour summaries are kept (series at 1h, 6h, 1d); default: as
+    /// long as the log.
+    #[arg(long, env = "SYGNO_HOUR_RETENTION_DAYS")]
+    hour_retention_days: Option<String>,
 }
 
 impl StoreArgs {
+    fn retention(&self) -> anyhow::Result<Retention> {
+        Retention::from_days(
+            Some(&self.minute_retention_days),
+            self.hour_retention_days.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
     fn rebuild_options(&self, force: bool) -> dynamo::rebuild::Options {
         dynamo::rebuild::Options {
             max_fields: self.max_fields,
@@ -164,6 +180,7 @@ impl ServeArgs {
                 max_connections: self.max_connections,
             },
             metrics: !self.no_metrics,
+            ..ServeOptions::default()
         })
     }
 }
@@ -235,9 +252,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!("no API keys: set SYGNO_API_KEYS (for example SYGNO_API_KEYS=\"write=...,read=...\") or start with --dev");
     }
     let serve_options = args.options()?;
+    let retention = args.store.retention()?;
     if args.store.store == StoreKind::Dynamodb {
         let table = args.store.table()?;
-        let store = DynamoStore::from_env(table).await;
+        let store = DynamoStore::from_env(table).await.with_retention(retention);
         store
             .ping()
             .await
@@ -257,7 +275,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             keys,
             system_clock(),
             options,
-            serve_options,
+            serve_options.retain(retention),
             shutdown_signal(),
         )
         .await?;
@@ -280,7 +298,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         keys,
         system_clock(),
         max_fields,
-        serve_options,
+        serve_options.retain(retention),
         shutdown_signal(),
     )
     .await?;

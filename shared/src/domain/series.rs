@@ -136,13 +136,68 @@ impl Default for Retention {
     }
 }
 
+/// The fewest days minute summaries may be kept: the windows read the
+/// minutes of partial hours up to 7 days back.
+pub const MIN_MINUTE_RETENTION_DAYS: u32 = 8;
+
 impl Retention {
-    /// The first instant whose `tier` summaries are kept at `now`.
-    pub fn kept_from(&self, tier: Tier, now: Millis) -> Option<Millis> {
-        let keep = match tier {
+    /// From `SYGNO_MINUTE_RETENTION_DAYS` (default 35, at least
+    /// [`MIN_MINUTE_RETENTION_DAYS`]) and `SYGNO_HOUR_RETENTION_DAYS`
+    /// (default: as long as the log; at least the minutes').
+    pub fn from_days(minutes: Option<&str>, hours: Option<&str>) -> Result<Self, String> {
+        let days = |text: Option<&str>, name: &str, min: u32| -> Result<Option<Millis>, String> {
+            let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+                return Ok(None);
+            };
+            match text.parse::<u32>() {
+                Ok(d) if d >= min && d <= 1_000_000 => Ok(Some(Millis::from(d) * DAY_MS)),
+                _ => Err(format!(
+                    "{name} must be a whole number of days from {min}, not {text:?}"
+                )),
+            }
+        };
+        let minutes = days(
+            minutes,
+            "SYGNO_MINUTE_RETENTION_DAYS",
+            MIN_MINUTE_RETENTION_DAYS,
+        )?
+        .unwrap_or(DEFAULT_MINUTE_RETENTION_MS);
+        let hours = days(hours, "SYGNO_HOUR_RETENTION_DAYS", 1)?;
+        if hours.is_some_and(|h| h < minutes) {
+            return Err(
+                "SYGNO_HOUR_RETENTION_DAYS must be at least SYGNO_MINUTE_RETENTION_DAYS".into(),
+            );
+        }
+        Ok(Retention {
+            minutes: Some(minutes),
+            hours,
+        })
+    }
+
+    /// How long `tier` summaries are kept (`None`: as long as the log).
+    pub fn keep(&self, tier: Tier) -> Option<Millis> {
+        match tier {
             Tier::Minute => self.minutes,
             Tier::Hour => self.hours,
-        }?;
+        }
+    }
+
+    /// The first index of `tier` whose summaries are kept at `now`.
+    pub fn first_kept_index(&self, tier: Tier, now: Millis) -> Option<i64> {
+        self.kept_from(tier, now)
+            .map(|t| t.div_euclid(tier_ms(tier)))
+    }
+
+    /// When the summary `(tier, index)` may be deleted, in seconds since
+    /// the epoch (a DynamoDB TTL), `None` if kept as long as the log.
+    pub fn expires_at(&self, tier: Tier, index: i64) -> Option<i64> {
+        let end = (index + 1) * tier_ms(tier);
+        self.keep(tier).map(|keep| (end + keep).div_euclid(1000))
+    }
+
+    /// The first instant whose `tier` summaries are kept at `now`.
+    pub fn kept_from(&self, tier: Tier, now: Millis) -> Option<Millis> {
+        let keep = self.keep(tier)?;
         let unit = tier_ms(tier);
         Some((now - keep).div_euclid(unit) * unit)
     }

@@ -35,6 +35,7 @@
 use crate::domain::event::{Appended, NewEvent};
 use crate::domain::expose::ExposeKind;
 use crate::domain::fold::Scope;
+use crate::domain::series::Retention;
 use crate::domain::summary::Summary;
 use crate::domain::tiers::Tier;
 use crate::store::{EventLog, Result, StoreError, ViewStore};
@@ -70,6 +71,9 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoStore {
     client: Client,
     table: Arc<str>,
+    /// Summaries older than kept carry a TTL (`expires_at`): DynamoDB
+    /// deletes them.
+    retention: Retention,
 }
 
 fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
@@ -144,10 +148,20 @@ pub fn log_partition(shard: u8) -> String {
 }
 
 impl DynamoStore {
+    /// Summaries written from now on expire as `retention` says.
+    pub fn with_retention(self, retention: Retention) -> Self {
+        DynamoStore { retention, ..self }
+    }
+
+    pub fn retention(&self) -> &Retention {
+        &self.retention
+    }
+
     pub fn new(client: Client, table: &str) -> Self {
         DynamoStore {
             client,
             table: Arc::from(table),
+            retention: Retention::default(),
         }
     }
 

@@ -660,6 +660,18 @@ impl AggregateStore for EmbeddedStore {
         .await
     }
 
+    async fn prune(&self, tier: Tier, before: i64) -> Result<u64> {
+        self.with_aggregates(move |c| {
+            c.execute(
+                "DELETE FROM summaries WHERE tier = ?1 AND idx < ?2",
+                params![tier_column(tier), before],
+            )
+            .map(|n| n as u64)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
     async fn commit(&self, commit: AggregateCommit) -> Result<()> {
         let inner = Arc::clone(&self.inner);
         let commit = Arc::new(commit);

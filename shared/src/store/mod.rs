@@ -192,6 +192,9 @@ pub trait AggregateStore: Send + Sync {
     ) -> Result<Vec<(SummaryKey, Summary)>>;
     /// Applies a batch's changes and its checkpoint in one transaction.
     async fn commit(&self, commit: AggregateCommit) -> Result<()>;
+    /// Deletes every generation's `tier` summaries with index below
+    /// `before` (retention); returns how many.
+    async fn prune(&self, tier: Tier, before: i64) -> Result<u64>;
 }
 
 /// The rendered rows, read side.

@@ -389,3 +389,38 @@ async fn live_rows_render_at_most_once_an_interval_and_never_stay_behind() {
     assert_eq!(f.row(ExposeKind::DayAverage).await["count"], 2);
     assert_eq!(worker.render_pending(), None);
 }
+
+/// Minute summaries past their retention are deleted by the worker (hour
+/// summaries are kept); series over the recent minutes still read them.
+#[tokio::test]
+async fn minute_summaries_past_their_retention_are_pruned() {
+    let f = fixture();
+    let now = T0 + 40 * DAY_MS;
+    f.write(T0, 1.0).await; // 40 days old
+    f.write(now - DAY_MS, 2.0).await; // a day old
+    let mut worker = f.worker(now).await;
+    worker.step(now).await.expect("step");
+    // The first step pruned before folding; the next hour's prunes what
+    // the fold wrote for the old minute.
+    worker.step(now + HOUR_MS).await.expect("step");
+    let minute = |t: Millis| bucket_of(t);
+    let summaries = |tier, index: i64| {
+        let store = f.store.clone();
+        async move {
+            store
+                .summaries(&Scope::All, tier, index..index + 1)
+                .await
+                .expect("read")
+        }
+    };
+    assert!(
+        summaries(Tier::Minute, minute(T0)).await.is_empty(),
+        "40 days old: pruned"
+    );
+    assert_eq!(summaries(Tier::Minute, minute(now - DAY_MS)).await.len(), 1);
+    assert_eq!(
+        summaries(Tier::Hour, minute(T0) / 60).await.len(),
+        1,
+        "hours are kept"
+    );
+}

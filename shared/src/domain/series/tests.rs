@@ -223,3 +223,30 @@ fn development_views_are_their_series() {
     );
     assert_eq!(Development::parse("7d_devt"), None);
 }
+
+#[test]
+fn retention_is_configured_in_days() {
+    assert_eq!(Retention::from_days(None, None), Ok(Retention::default()));
+    let r = Retention::from_days(Some("40"), Some("400")).expect("valid");
+    assert_eq!(
+        (r.minutes, r.hours),
+        (Some(40 * DAY_MS), Some(400 * DAY_MS))
+    );
+    assert!(
+        Retention::from_days(Some("7"), None).is_err(),
+        "windows need 8"
+    );
+    assert!(Retention::from_days(Some("40"), Some("39")).is_err());
+    assert!(Retention::from_days(Some("x"), None).is_err());
+    // A minute summary expires its retention after the minute ends.
+    let r = Retention::default();
+    assert_eq!(
+        r.expires_at(Tier::Minute, 10),
+        Some((11 * MINUTE_MS + 35 * DAY_MS) / 1000)
+    );
+    assert_eq!(r.expires_at(Tier::Hour, 10), None);
+    assert_eq!(
+        r.first_kept_index(Tier::Minute, 36 * DAY_MS),
+        Some(DAY_MS / MINUTE_MS)
+    );
+}

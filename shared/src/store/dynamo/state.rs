@@ -974,6 +974,9 @@ impl DynamoStore {
                 if chunk == 0 {
                     item.insert(CHUNKS.into(), n(chunks.len()));
                 }
+                if let Some(expires) = self.retention().expires_at(key.tier, key.index) {
+                    item.insert(super::TTL_ATTRIBUTE.into(), n(expires));
+                }
                 item.insert(SUMMARY.into(), AttributeValue::B(bytes.clone().into()));
                 items_bytes.push(item_bytes(&item));
                 writes.push(self.put_item(item)?);

@@ -769,3 +769,80 @@ async fn the_test_server_refuses_what_dynamodb_refuses() {
         "nothing of a refused transaction is written"
     );
 }
+
+/// Minute summaries carry a TTL of their retention past their minute
+/// (DynamoDB deletes them then); hour summaries, kept as long as the log,
+/// carry none unless an hour retention is configured.
+#[tokio::test]
+async fn summaries_expire_after_their_retention() {
+    let Some(store) = store().await else { return };
+    let hour = (
+        1,
+        SummaryKey {
+            scope: Scope::Source("gh".into()),
+            tier: Tier::Hour,
+            index: 3,
+        },
+    );
+    let commit = |store: DynamoStore, version: u64| {
+        let summaries = vec![
+            (minute(200), summary_of(&[1.0])),
+            (hour.clone(), summary_of(&[1.0])),
+        ];
+        async move {
+            store
+                .commit_state(StateCommit {
+                    applied: &[],
+                    state: &AggState {
+                        version,
+                        ..AggState::default()
+                    },
+                    scopes: &[],
+                    summaries: &summaries,
+                })
+                .await
+                .expect("commit");
+        }
+    };
+    let expiry = |store: &DynamoStore, pk: String, index: i64| {
+        let store = store.clone();
+        async move {
+            let item = store
+                .client
+                .get_item()
+                .table_name(&*store.table)
+                .key("pk", s(pk))
+                .key("sk", s(format!("{:020}", (index as u64) ^ (1 << 63))))
+                .send()
+                .await
+                .expect("get")
+                .item
+                .expect("stored");
+            item.get(super::TTL_ATTRIBUTE)
+                .map(|v| v.as_n().cloned().unwrap_or_default())
+        }
+    };
+    commit(store.clone(), 1).await;
+    let minute_pk = "m#1#s:gh".to_owned();
+    assert_eq!(
+        expiry(&store, minute_pk.clone(), 200).await,
+        Some(((201 * 60_000 + 35 * 86_400_000_i64) / 1000).to_string())
+    );
+    assert_eq!(expiry(&store, "h#1#s:gh".into(), 3).await, None);
+
+    let both = store
+        .clone()
+        .with_retention(crate::domain::series::Retention {
+            minutes: Some(86_400_000 * 10),
+            hours: Some(86_400_000 * 400),
+        });
+    commit(both.clone(), 2).await;
+    assert_eq!(
+        expiry(&both, minute_pk, 200).await,
+        Some(((201 * 60_000 + 10 * 86_400_000_i64) / 1000).to_string())
+    );
+    assert_eq!(
+        expiry(&both, "h#1#s:gh".into(), 3).await,
+        Some(((4 * 3_600_000 + 400 * 86_400_000_i64) / 1000).to_string())
+    );
+}
