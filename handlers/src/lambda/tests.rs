@@ -254,3 +254,62 @@ async fn a_batch_through_api_gateway_is_stored_once() {
     );
     assert_eq!(h.store.head().await.expect("head"), 2);
 }
+
+/// `event` (an API Gateway payload) sent to `path` with `body`.
+fn retarget(event: &str, path: &str, body: &Value) -> String {
+    let mut event: Value = serde_json::from_str(event).expect("fixture");
+    for pointer in ["/rawPath", "/requestContext/http/path", "/path"] {
+        if let Some(p) = event.pointer_mut(pointer) {
+            *p = json!(path);
+        }
+    }
+    if let Some(p) = event.pointer_mut("/pathParameters/proxy") {
+        *p = json!(path.trim_start_matches('/'));
+    }
+    event["body"] = json!(body.to_string());
+    event.to_string()
+}
+
+/// The read function serves `series` (REST, v1) and the Grafana query
+/// (HTTP API, v2), from the stored summaries.
+#[tokio::test]
+async fn series_and_grafana_through_api_gateway() {
+    let h = harness();
+    invoke(&h, V2_WRITE, &h.write_key).await;
+    aggregate(&h).await;
+    let now = chrono::Utc::now();
+    let from = (now - chrono::Duration::days(1)).to_rfc3339();
+    let to = (now + chrono::Duration::hours(1)).to_rfc3339();
+    let series = json!({"interval": "1h", "from": from, "to": to, "name": "_ws_source_meteo"});
+    let (status, body) = invoke(
+        &h,
+        &retarget(V1_EXPOSE, "/source/series", &series),
+        &h.read_key,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bucket = &body["data"]["buckets"][0];
+    assert_eq!(bucket["count"], 1);
+    assert_eq!(bucket["fields"]["external_temperature_c"]["mean"], 9.1387);
+
+    let query = json!({
+        "range": {"from": from, "to": to}, "maxDataPoints": 50,
+        "targets": [{"target": "[\"_ws_source_meteo\",\"external_temperature_c\"]", "refId": "A"}]
+    });
+    let v2 = retarget(V2_EXPOSE_DEFAULT_STAGE, "/grafana/query", &query)
+        .replace("\"isBase64Encoded\":true", "\"isBase64Encoded\":false");
+    let request =
+        lambda_http::request::from_str(&v2.replace("{{KEY}}", &h.read_key)).expect("payload");
+    let response = h
+        .service
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 1 << 20)
+        .await
+        .expect("body");
+    let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(answer[0]["datapoints"][0][0], 9.1387, "{answer}");
+}

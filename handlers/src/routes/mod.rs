@@ -3,13 +3,15 @@
 //! Routes: `POST {/source,/sygno}/write_raw` and `write_batch` (role write),
 //! `POST {/source,/sygno}/expose`, `POST {/source,/sygno}/series` and
 //! `GET {/source,/sygno}/sources`
-//! (role read), `GET /metrics` (role read), `GET /health`,
+//! (role read), `GET /metrics` (role read), `/grafana` (the Grafana JSON
+//! data source; role read), `GET /health`,
 //! `POST|GET /admin/rebuild` (role admin), `GET /docs`, `GET /openapi.json`.
 //! Unknown routes (404), wrong methods (405) and panics (500) answer in the
 //! envelope too.
 
 pub mod admin;
 pub mod expose;
+pub mod grafana;
 pub mod health;
 pub mod prometheus;
 pub mod series;
@@ -42,6 +44,7 @@ pub const SOURCES: &str = "/sources";
 pub const SERIES: &str = "/series";
 pub const HEALTH: &str = "/health";
 pub const METRICS: &str = "/metrics";
+pub const GRAFANA: &str = "/grafana";
 pub const ADMIN_REBUILD: &str = "/admin/rebuild";
 pub const DOCS: &str = "/docs";
 pub const OPENAPI_JSON: &str = "/openapi.json";
@@ -120,7 +123,15 @@ pub fn app(state: AppState) -> Router {
             post(admin::start_rebuild).get(admin::rebuild_status),
         )
         .merge(docs())
-        .route(METRICS, get(prometheus::metrics));
+        .route(METRICS, get(prometheus::metrics))
+        .route(GRAFANA, get(grafana::health))
+        .route(&format!("{GRAFANA}/"), get(grafana::health))
+        .route(&format!("{GRAFANA}/metrics"), post(grafana::metrics))
+        .route(
+            &format!("{GRAFANA}/metric-payload-options"),
+            post(grafana::payload_options),
+        )
+        .route(&format!("{GRAFANA}/query"), post(grafana::query));
     crate::observe::layers(guarded(router)).with_state(state)
 }
 

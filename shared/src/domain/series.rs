@@ -412,6 +412,27 @@ pub fn fold_series(query: &SeriesQuery, stored: &[(i64, Summary)]) -> Vec<Bucket
     buckets
 }
 
+/// The finest interval whose buckets over `[from, to)` number at most
+/// `max_points` and whose summaries are kept that far back at `now`
+/// (Grafana's choice of resolution); the coarsest, 1d, when none fits.
+pub fn finest_interval(
+    from: Millis,
+    to: Millis,
+    max_points: i64,
+    retention: &Retention,
+    now: Millis,
+) -> Interval {
+    Interval::ALL
+        .into_iter()
+        .find(|&interval| {
+            SeriesQuery::new(None, None, interval, from, to).is_ok_and(|q| {
+                (q.to - q.from) / interval.ms() <= max_points.max(1)
+                    && q.check_retention(retention, now).is_ok()
+            })
+        })
+        .unwrap_or(Interval::D1)
+}
+
 /// The original service's development views, as `expose` types: the
 /// series of the window ending at the request's window end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -263,6 +263,8 @@ async fn series_are_exact_on_every_interval(kind: StoreKind) {
         "{answer}"
     );
 
+    check_grafana(&app, now).await;
+
     // The development views are the series of their windows.
     for (kind, interval) in [("24h_development", "15m"), ("7d_development", "1d")] {
         let (status, answer) = app.expose_source(kind, "gh-a").await;
@@ -272,6 +274,114 @@ async fn series_are_exact_on_every_interval(kind: StoreKind) {
         check_buckets(&answer, &sent, Some("gh-a"), None);
     }
     app.terminate().await;
+}
+
+/// The Grafana data source, with the simPod plugin's own request bodies
+/// (its README's examples, our metric names in them).
+async fn check_grafana(app: &Api, now: i64) {
+    let client = &app.client;
+    let url = |path: &str| format!("{}/grafana{path}", app.base);
+    let health = client
+        .get(url(""))
+        .header("x-api-key", &app.keys.read)
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    let refused = client.get(url("")).send().await.expect("health");
+    assert_eq!(refused.status(), 401);
+
+    let post = |path: &'static str, body: Value| {
+        let request = client
+            .post(url(path))
+            .header("x-api-key", &app.keys.read)
+            .json(&body);
+        async move {
+            let response = request.send().await.expect("request");
+            assert_eq!(response.status(), 200, "{path}");
+            response.json::<Value>().await.expect("JSON")
+        }
+    };
+    for body in [
+        json!({}),
+        json!({"metric": "DescribeMetricList", "payload": {"namespace": "MySQL"}}),
+    ] {
+        let metrics = post("/metrics", body).await;
+        let values: Vec<&str> = metrics
+            .as_array()
+            .expect("a bare array")
+            .iter()
+            .filter_map(|m| m["value"].as_str())
+            .collect();
+        assert!(values.contains(&r#"["gh-a","temp"]"#), "{values:?}");
+        assert!(values.contains(&r#"[null,"env.hum"]"#), "{values:?}");
+        assert_eq!(metrics[0]["payloads"][0]["name"], "statistic");
+    }
+    let options = post(
+        "/metric-payload-options",
+        json!({"metric": "[\"gh-a\",\"temp\"]", "payload": {}, "name": "statistic"}),
+    )
+    .await;
+    let options: Vec<&str> = options
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o["value"].as_str())
+        .collect();
+    assert_eq!(options, ["mean", "count", "std", "min", "max"]);
+
+    // Three days at 100 points: the finest interval that fits is 1h.
+    let (from, to) = (now - 3 * DAY, now);
+    let query = json!({
+        "panelId": 1,
+        "range": {"from": rfc3339(from), "to": rfc3339(to), "raw": {"from": "now-3d", "to": "now"}},
+        "rangeRaw": {"from": "now-3d", "to": "now"},
+        "interval": "30m", "intervalMs": 1_800_000, "maxDataPoints": 100,
+        "targets": [
+            {"target": "[\"gh-a\",\"temp\"]", "refId": "A", "payload": {}},
+            {"target": "[null,\"env.hum\"]", "refId": "B", "payload": {"statistic": "max"}},
+            {"target": "[\"gh-a\",\"temp\"]", "refId": "C", "hide": true},
+            {"target": "[\"nobody\",\"temp\"]", "refId": "D"}
+        ],
+        "filters": [{"key": "City", "operator": "=", "value": "Berlin"}]
+    });
+    let answer = post("/query", query).await;
+    let series_of = |name: Option<&str>, field: &str| {
+        let mut body =
+            json!({"interval": "1h", "from": rfc3339(from), "to": rfc3339(to), "fields": [field]});
+        if let Some(n) = name {
+            body["name"] = json!(n);
+        }
+        body
+    };
+    let answer = answer.as_array().expect("a bare array");
+    assert_eq!(answer.len(), 3, "hidden targets are left out: {answer:?}");
+    for (i, (name, field, statistic)) in [(Some("gh-a"), "temp", "mean"), (None, "env.hum", "max")]
+        .into_iter()
+        .enumerate()
+    {
+        let (_, expected) = series(app, &series_of(name, field)).await;
+        let points: Vec<Value> = expected["data"]["buckets"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .filter(|b| b["fields"].get(field).is_some())
+            .map(|b| json!([b["fields"][field][statistic], parse_ms(&b["start"])]))
+            .collect();
+        assert!(!points.is_empty());
+        assert_eq!(
+            answer[i]["datapoints"],
+            json!(points),
+            "{}",
+            answer[i]["target"]
+        );
+    }
+    assert_eq!(
+        answer[2]["datapoints"],
+        json!([]),
+        "an unknown source plots nothing"
+    );
+    let _ = sent;
 }
 
 /// The rows of a CSV text as Python's csv module reads them.

@@ -250,3 +250,20 @@ fn retention_is_configured_in_days() {
         Some(DAY_MS / MINUTE_MS)
     );
 }
+
+#[test]
+fn grafana_gets_the_finest_interval_within_its_points() {
+    let now = T0 + 60 * DAY_MS;
+    let r = Retention::default();
+    let day_ago = now - DAY_MS;
+    assert_eq!(finest_interval(day_ago, now, 2000, &r, now), Interval::M1);
+    assert_eq!(finest_interval(day_ago, now, 1000, &r, now), Interval::M5);
+    assert_eq!(finest_interval(day_ago, now, 100, &r, now), Interval::M15);
+    assert_eq!(finest_interval(day_ago, now, 20, &r, now), Interval::H6);
+    assert_eq!(finest_interval(day_ago, now, 1, &r, now), Interval::D1);
+    // Older than the minutes kept: hours at best.
+    assert_eq!(
+        finest_interval(T0, T0 + HOUR_MS, 10_000, &r, now),
+        Interval::H1
+    );
+}
