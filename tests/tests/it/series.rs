@@ -381,7 +381,6 @@ async fn check_grafana(app: &Api, now: i64) {
         json!([]),
         "an unknown source plots nothing"
     );
-    let _ = sent;
 }
 
 /// The rows of a CSV text as Python's csv module reads them.
