@@ -422,7 +422,7 @@ impl DynamoStore {
 #[async_trait]
 impl ViewStore for DynamoStore {
     /// A `GetItem` of the state item (the live generation), then one
-    /// paged `Query` of the summaries' partition.
+    /// paged, eventually consistent `Query` of the summaries' partition.
     async fn summaries(
         &self,
         scope: &Scope,
@@ -430,7 +430,7 @@ impl ViewStore for DynamoStore {
         range: std::ops::Range<i64>,
     ) -> Result<Vec<(i64, Summary)>> {
         let state = self.read_state().await?;
-        self.query_summaries(state.generation, scope, tier, range)
+        self.query_summaries_with(state.generation, scope, tier, range, false)
             .await
     }
 

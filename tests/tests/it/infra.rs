@@ -97,13 +97,18 @@ fn each_function_may_do_only_its_job() {
             }
         }
     }
-    // The read function: the rows partition only.
+    // The read function: the rows partition, and for series the state
+    // item and the summaries, read only.
     for (actions, resource, leading) in statements(function(&all, "ReadFunction")) {
         for action in &actions {
             match action.as_str() {
-                "dynamodb:GetItem" | "dynamodb:BatchGetItem" | "dynamodb:Query" => {
+                "dynamodb:BatchGetItem" => {
                     assert_eq!(leading, ["rows"], "{action} beyond the rows")
                 }
+                "dynamodb:GetItem" | "dynamodb:Query" => assert!(
+                    leading == ["rows"] || leading == ["agg", "m#*", "h#*"],
+                    "{action} beyond the rows and the summaries: {leading:?}"
+                ),
                 "dynamodb:DescribeTable" => assert_eq!(resource, "Table.Arn"),
                 "ssm:GetParameter" => assert!(resource.contains("${ApiKeysParameterName}")),
                 other => panic!("the read function may not {other}"),
@@ -320,7 +325,23 @@ fn every_route_of_the_contract_reaches_its_function() {
             format!("{prefix}/sources"),
             "ReadFunction".into()
         )));
+        assert!(routes.contains(&(
+            "POST".into(),
+            format!("{prefix}/write_batch"),
+            "WriteFunction".into()
+        )));
+        assert!(routes.contains(&(
+            "POST".into(),
+            format!("{prefix}/series"),
+            "ReadFunction".into()
+        )));
     }
+    assert!(routes.contains(&("GET".into(), "/grafana".into(), "ReadFunction".into())));
+    assert!(routes.contains(&(
+        "POST".into(),
+        "/grafana/{proxy+}".into(),
+        "ReadFunction".into()
+    )));
     for path in ["/health", "/docs", "/openapi.json"] {
         assert!(
             routes.contains(&("GET".into(), path.into(), "ReadFunction".into())),

@@ -775,6 +775,21 @@ impl DynamoStore {
         tier: Tier,
         range: Range<i64>,
     ) -> Result<Vec<(i64, Summary)>> {
+        self.query_summaries_with(generation, scope, tier, range, true)
+            .await
+    }
+
+    /// [`Self::query_summaries`], strongly consistent or not (half the
+    /// read units: the read path's choice; a summary torn across two
+    /// commits is still detected by its chunks' versions).
+    pub async fn query_summaries_with(
+        &self,
+        generation: u64,
+        scope: &Scope,
+        tier: Tier,
+        range: Range<i64>,
+        consistent: bool,
+    ) -> Result<Vec<(i64, Summary)>> {
         if range.is_empty() {
             return Ok(Vec::new());
         }
@@ -787,7 +802,7 @@ impl DynamoStore {
             .expression_attribute_values(":from", s(index_sk(range.start)))
             // Past every chunk of the last index (`#` and digits < `~`).
             .expression_attribute_values(":to", s(format!("{}#~", index_sk(range.end - 1))))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .into_paginator()
             .items()
             .send()

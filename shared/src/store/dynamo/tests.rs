@@ -846,3 +846,91 @@ async fn summaries_expire_after_their_retention() {
         Some(((4 * 3_600_000 + 400 * 86_400_000_i64) / 1000).to_string())
     );
 }
+
+/// What a series costs on DynamoDB: requests and read units for a day at
+/// one minute (1,440 minute summaries) and 35 days at one hour (840 hour
+/// summaries), 20 fields each; the same whatever the events in them.
+/// `bash scripts/test -p sygno-shared -- --nocapture series_requests`
+#[tokio::test]
+async fn series_requests_and_read_units() {
+    let Some((store, log)) = fresh_store("sygno-series").await else {
+        return;
+    };
+    let scope = Scope::Source("gh".into());
+    let fields: Vec<f64> = (0..20).map(f64::from).collect();
+    let summary = {
+        let mut s = Summary::default();
+        for _ in 0..100 {
+            let event: crate::domain::fields::Fields = fields
+                .iter()
+                .map(|v| (format!("field_{v:02}"), *v))
+                .collect();
+            s.record(&event);
+        }
+        s
+    };
+    let minutes: Vec<(u64, SummaryKey)> = (0..1440)
+        .map(|i| {
+            (
+                0,
+                SummaryKey {
+                    scope: scope.clone(),
+                    tier: Tier::Minute,
+                    index: 1_000_000 + i,
+                },
+            )
+        })
+        .collect();
+    let hours: Vec<(u64, SummaryKey)> = (0..840)
+        .map(|i| {
+            (
+                0,
+                SummaryKey {
+                    scope: scope.clone(),
+                    tier: Tier::Hour,
+                    index: 10_000 + i,
+                },
+            )
+        })
+        .collect();
+    let mut version = 0;
+    for chunk in minutes.chunks(90).chain(hours.chunks(90)) {
+        version += 1;
+        let summaries: Vec<((u64, SummaryKey), Summary)> =
+            chunk.iter().map(|k| (k.clone(), summary.clone())).collect();
+        store
+            .commit_state(StateCommit {
+                applied: &[],
+                state: &AggState {
+                    version,
+                    ..AggState::default()
+                },
+                scopes: &[],
+                summaries: &summaries,
+            })
+            .await
+            .expect("commit");
+    }
+    log.take();
+    log.take_capacity();
+    for (what, tier, range, expected) in [
+        ("1 day at 1m", Tier::Minute, 1_000_000..1_001_440, 1440),
+        ("35 days at 1h", Tier::Hour, 10_000..10_840, 840),
+    ] {
+        let read = store
+            .summaries(&scope, tier, range)
+            .await
+            .expect("series read");
+        assert_eq!(read.len(), expected);
+        let requests = log.take();
+        let units = log.take_capacity();
+        eprintln!(
+            "series of {what}: {} requests ({}), ~{:.0} RCU",
+            requests.len(),
+            requests.join(", "),
+            units.read
+        );
+        assert_eq!(requests[0], "GetItem", "the live generation");
+        assert!(requests[1..].iter().all(|r| r == "Query"), "{requests:?}");
+    }
+}
