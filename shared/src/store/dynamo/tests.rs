@@ -893,9 +893,7 @@ async fn series_requests_and_read_units() {
             )
         })
         .collect();
-    let mut version = 0;
-    for chunk in minutes.chunks(90).chain(hours.chunks(90)) {
-        version += 1;
+    for (version, chunk) in (1..).zip(minutes.chunks(90).chain(hours.chunks(90))) {
         let summaries: Vec<((u64, SummaryKey), Summary)> =
             chunk.iter().map(|k| (k.clone(), summary.clone())).collect();
         store
