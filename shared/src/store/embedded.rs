@@ -42,6 +42,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Most events committed in one transaction (but a single request's
 /// batch, up to 1,000 events, always goes whole).
 pub const MAX_GROUP: usize = 1024;
+/// Read connections for series (SQLite reads in WAL mode run in parallel).
+const SUMMARY_READERS: usize = 4;
 /// Appends waiting for the writer before callers wait to enqueue.
 const QUEUE: usize = 8192;
 
@@ -164,8 +166,9 @@ struct Inner {
     /// Read connection to `events.db` (feed and health).
     events: Mutex<Connection>,
     aggregates: Mutex<Connection>,
-    /// Read connection to `aggregates.db` (series).
-    summaries_reader: Mutex<Connection>,
+    /// Read connections to `aggregates.db` (series): several, so that
+    /// series reads use every core ([`SUMMARY_READERS`]).
+    summaries_readers: Vec<Mutex<Connection>>,
     /// The rendered rows and sources entries, as last committed.
     views: RwLock<Views>,
     /// Held for the store's life; released on drop.
@@ -217,7 +220,9 @@ impl EmbeddedStore {
         let aggregates = open_db(&dir.join("aggregates.db"), "NORMAL")?;
         migrate_aggregates(&aggregates)?;
         let views = load_views(&aggregates)?;
-        let summaries_reader = open_db(&dir.join("aggregates.db"), "NORMAL")?;
+        let summaries_readers = (0..SUMMARY_READERS)
+            .map(|_| open_db(&dir.join("aggregates.db"), "NORMAL").map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
 
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -233,7 +238,7 @@ impl EmbeddedStore {
                 head: head_rx,
                 events: Mutex::new(reader),
                 aggregates: Mutex::new(aggregates),
-                summaries_reader: Mutex::new(summaries_reader),
+                summaries_readers,
                 views: RwLock::new(views),
                 _lock: lock_file,
             }),
@@ -835,7 +840,12 @@ impl ViewStore for EmbeddedStore {
         let inner = Arc::clone(&self.inner);
         let scope = scope.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = lock(&inner.summaries_reader);
+            // A free connection, else any (they are all equal).
+            let mut conn = inner
+                .summaries_readers
+                .iter()
+                .find_map(|c| c.try_lock().ok())
+                .unwrap_or_else(|| lock(&inner.summaries_readers[0]));
             let tx = conn.transaction().map_err(sql_err)?;
             let generation: Option<u64> = tx
                 .query_row("SELECT generation FROM meta WHERE id = 0", [], |r| r.get(0))
