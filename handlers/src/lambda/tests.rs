@@ -298,18 +298,7 @@ async fn series_and_grafana_through_api_gateway() {
     });
     let v2 = retarget(V2_EXPOSE_DEFAULT_STAGE, "/grafana/query", &query)
         .replace("\"isBase64Encoded\":true", "\"isBase64Encoded\":false");
-    let request =
-        lambda_http::request::from_str(&v2.replace("{{KEY}}", &h.read_key)).expect("payload");
-    let response = h
-        .service
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    assert_eq!(response.status(), StatusCode::OK);
-    let bytes = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 1 << 20)
-        .await
-        .expect("body");
-    let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
+    let (status, answer) = invoke(&h, &v2, &h.read_key).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer[0]["datapoints"][0][0], 9.1387, "{answer}");
 }
