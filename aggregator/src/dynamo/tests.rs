@@ -750,6 +750,72 @@ async fn an_online_rebuild_while_writes_and_the_poller_go_on_counts_each_event_o
     );
 }
 
+/// A rebuild while writes go on at a steady rate (10 a second) for a
+/// minute, the poller aggregating meanwhile: the rebuild finishes (it
+/// does not give up on version races) and every acknowledged event is
+/// counted once in the rows it leaves.
+#[tokio::test]
+async fn a_rebuild_under_a_minute_of_steady_writes_counts_each_event_once() {
+    let Some((store, _)) = fresh_store("sygno-agg-steady").await else {
+        return;
+    };
+    let Some(streams) = streams_client() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let clock: Clock = Arc::new(move || NOW - 120_000 + started.elapsed().as_millis() as Millis);
+    let mut poller = Poller::new(store.clone(), streams, DEFAULT_MAX_FIELDS)
+        .await
+        .expect("poller");
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (store, clock, writing) = (store.clone(), Arc::clone(&clock), Arc::clone(&writing));
+        async move {
+            let mut written = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            let mut i = 0;
+            while std::time::Instant::now() < until {
+                tick.tick().await;
+                let event = new_event(i, clock());
+                // Acknowledged: the append returned.
+                store.append(event.clone()).await.expect("append");
+                written.push(event);
+                i += 1;
+            }
+            writing.store(false, std::sync::atomic::Ordering::SeqCst);
+            written
+        }
+    };
+    let polling = async {
+        while writing.load(std::sync::atomic::Ordering::SeqCst) {
+            poller.poll_once(clock()).await.expect("poll");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let rebuilding = async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let options = options(Duration::from_millis(20), Duration::from_millis(300));
+        rebuild::rebuild(&store, &clock, options, &mut |_| {}).await
+    };
+    let (written, (), report) = tokio::join!(writer, polling, rebuilding);
+    let report = report.expect("the rebuild finishes under steady writes");
+    assert!(written.len() >= 500, "{} writes in a minute", written.len());
+    assert!(
+        report.events > 0 && (report.events as usize) <= written.len(),
+        "{report:?}"
+    );
+    while poller.poll_once(clock()).await.expect("poll") > 0 {}
+    let end = clock();
+    aggregator(&store).roll(end).await.expect("roll");
+    let state = store.read_state().await.expect("state");
+    assert_eq!(state.generation, report.generation);
+    assert_rows_match(
+        &rows(&store).await,
+        &reference_rows(&written, window_end(end)),
+    );
+}
+
 /// DynamoDB requests per accepted event on the aggregator's side, at
 /// stream batch sizes 1, 100 and 1,000 (the figures are printed; the
 /// issue's targets are asserted).
