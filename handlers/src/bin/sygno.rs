@@ -313,7 +313,10 @@ async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
 
 async fn run_dynamo_rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let table = args.store.table()?;
-    let store = DynamoStore::from_env(table).await;
+    // Rebuilt summaries carry the configured retention's TTL.
+    let store = DynamoStore::from_env(table)
+        .await
+        .with_retention(args.store.retention()?);
     let options = args.store.rebuild_options(args.force);
     let started = Instant::now();
     let mut last_report = Instant::now();

@@ -344,6 +344,10 @@ impl DynamoStore {
     }
 }
 
+/// Reads of a series' summaries before giving up on a moving generation
+/// or torn summaries.
+pub const SERIES_READ_ATTEMPTS: usize = 3;
+
 /// How many of a batch's conditional puts are in flight at once.
 pub const BATCH_PUTS_IN_FLIGHT: usize = 32;
 
@@ -421,17 +425,37 @@ impl DynamoStore {
 
 #[async_trait]
 impl ViewStore for DynamoStore {
-    /// A `GetItem` of the state item (the live generation), then one
-    /// paged, eventually consistent `Query` of the summaries' partition.
+    /// A `GetItem` of the state item (the live generation), one paged,
+    /// eventually consistent `Query` of the summaries' partition, and the
+    /// state again: if a rebuild switched generations meanwhile (and may
+    /// be deleting the one read), or a summary was read across two
+    /// commits (its chunks' versions differ), the read is made again, at
+    /// most [`SERIES_READ_ATTEMPTS`] times, the last strongly consistent.
     async fn summaries(
         &self,
         scope: &Scope,
         tier: Tier,
         range: std::ops::Range<i64>,
     ) -> Result<Vec<(i64, Summary)>> {
-        let state = self.read_state().await?;
-        self.query_summaries_with(state.generation, scope, tier, range, false)
-            .await
+        let mut attempt = 1;
+        loop {
+            let last = attempt == SERIES_READ_ATTEMPTS;
+            let generation = self.read_state().await?.generation;
+            let read = self
+                .query_summaries_with(generation, scope, tier, range.clone(), last)
+                .await;
+            let moved = self.read_state().await?.generation != generation;
+            match read {
+                Ok(summaries) if !moved => return Ok(summaries),
+                Err(StoreError::Conflict(_)) | Ok(_) if !last => attempt += 1,
+                Ok(_) => {
+                    return Err(StoreError::Conflict(
+                        "the live generation kept changing during a series read".into(),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// One eventually consistent `GetItem` (and a `BatchGetItem` for the

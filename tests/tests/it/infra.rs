@@ -208,6 +208,25 @@ fn the_stream_mapping_reports_partial_failures_and_keeps_what_fails() {
         Some(10),
         "Lambda's limit"
     );
+    // One retention for every function (the aggregator's TTLs, the read
+    // function's refusals), at least the 8 days the windows need.
+    let vars = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        vars["SYGNO_MINUTE_RETENTION_DAYS"].as_str(),
+        Some("MinuteRetentionDays")
+    );
+    assert_eq!(
+        vars["SYGNO_HOUR_RETENTION_DAYS"].as_str(),
+        Some("HourRetentionDays")
+    );
+    assert_eq!(
+        t["Parameters"]["MinuteRetentionDays"]["MinValue"].as_i64(),
+        Some(8)
+    );
+    assert_eq!(
+        t["Parameters"]["MinuteRetentionDays"]["Default"].as_i64(),
+        Some(35)
+    );
     // Only event items invoke it, and a schedule rolls the windows.
     let filter = stream["FilterCriteria"]["Filters"][0]["Pattern"]
         .as_str()
