@@ -123,7 +123,9 @@ pub fn render_series(
 
 /// A `series` answer as CSV: a header, then one row per bucket and field
 /// (`start,name,field,count,mean,std,min,max`; `name` empty for all
-/// events; numbers as in the JSON answer, a null as an empty cell).
+/// events; numbers as in the JSON answer, a null as an empty cell); a
+/// bucket whose events carry none of the fields asked for is one row with
+/// an empty `field` and the bucket's event count.
 pub fn render_series_csv(query: &SeriesQuery, buckets: &[Bucket]) -> String {
     let number = |v: Option<f64>| {
         v.map_or_else(String::new, |v| {
@@ -138,6 +140,11 @@ pub fn render_series_csv(query: &SeriesQuery, buckets: &[Bucket]) -> String {
         let name = query.name.as_deref().unwrap_or("");
         for bucket in buckets {
             let start = format_rfc3339(bucket.start);
+            if bucket.summary.fields.is_empty() {
+                // Events, none with a field asked for: the count alone.
+                let count = bucket.summary.events.to_string();
+                out.write_record([start.as_str(), name, "", &count, "", "", "", ""])?;
+            }
             for (path, m) in &bucket.summary.fields {
                 out.write_record([
                     start.as_str(),

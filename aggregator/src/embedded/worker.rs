@@ -154,9 +154,10 @@ impl Worker {
         self
     }
 
-    /// Deletes the summaries older than kept, at most once an hour. A
-    /// failure is logged and tried again an hour later: retention is not
-    /// worth failing a step for.
+    /// Deletes the live generation's summaries older than kept, about once
+    /// an hour; a backlog (a week of minutes a step) goes on at the next
+    /// steps until none is left. A failure is logged and tried again an
+    /// hour later: retention is not worth failing a step for.
     async fn prune_if_due(&mut self, now: Millis) {
         if self.pruned_at.is_some_and(|t| now - t < HOUR_MS) {
             return;
@@ -166,10 +167,12 @@ impl Worker {
             let Some(before) = self.retention.first_kept_index(tier, now) else {
                 continue;
             };
-            match self.store.prune(tier, before).await {
+            match self.store.prune(self.generation, tier, before).await {
                 Ok(0) => {}
                 Ok(deleted) => {
-                    tracing::info!(?tier, deleted, "summaries past their retention deleted")
+                    tracing::info!(?tier, deleted, "summaries past their retention deleted");
+                    // Perhaps more: again at the next step.
+                    self.pruned_at = None;
                 }
                 Err(e) => tracing::warn!(error.cause_chain = ?e, "pruning summaries failed"),
             }

@@ -23,6 +23,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -39,6 +40,8 @@ use sygno_shared::domain::write::{classify, WriteError};
 const MAX_GRAFANA_BODY_BYTES: usize = 256 * 1024;
 /// Most metrics `/grafana/metrics` lists.
 pub const MAX_METRICS: usize = 10_000;
+/// Most aggregates whose fields `/grafana/metrics` lists (a row read each).
+pub const MAX_METRIC_SOURCES: usize = 1_000;
 /// Most targets one `/grafana/query` answers.
 const MAX_TARGETS: usize = 100;
 const STATISTICS: [&str; 5] = ["mean", "count", "std", "min", "max"];
@@ -122,9 +125,21 @@ pub async fn metrics(
         "placeholder": "mean",
         "options": STATISTICS.iter().map(|s| json!({"label": s, "value": s})).collect::<Vec<_>>(),
     });
+    // The 7-day rows, read 16 at a time, of at most MAX_METRIC_SOURCES
+    // aggregates (all events first, then sources by name).
+    scopes.truncate(MAX_METRIC_SOURCES);
+    let views = &state.views;
+    let rows: Vec<(Scope, Option<std::sync::Arc<str>>)> = futures::stream::iter(scopes)
+        .map(|scope| async move {
+            let row = views.view(&scope, ExposeKind::WeekStats).await;
+            row.map(|row| (scope, row))
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
     let mut metrics = Vec::new();
-    'scopes: for scope in scopes {
-        let Some(doc) = state.views.view(&scope, ExposeKind::WeekStats).await? else {
+    'scopes: for (scope, doc) in rows {
+        let Some(doc) = doc else {
             continue;
         };
         let row: Value = serde_json::from_str(&doc).unwrap_or(Value::Null);

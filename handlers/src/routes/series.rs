@@ -14,7 +14,7 @@ use sygno_shared::domain::auth::Role;
 use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::Scope;
 use sygno_shared::domain::series::{
-    fold_series, parse_series, Bucket, SeriesError, SeriesQuery, SeriesRequestError,
+    parse_series, Bucket, SeriesError, SeriesFold, SeriesQuery, SeriesRequestError,
 };
 use sygno_shared::domain::write::MAX_BODY_BYTES;
 use sygno_shared::views::{render_series, render_series_csv};
@@ -33,7 +33,7 @@ use sygno_shared::views::{render_series, render_series_csv};
         (status = 403, description = "Key lacks the read role", body = ErrorResponse),
         (status = 404, description = "A `name` never written (`unknown_source`)", body = ErrorResponse),
         (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
-        (status = 422, description = "Bad body (`invalid_body`), over 10,000 buckets (`too_many_buckets`), or finer than the summaries kept for that time (`resolution_unavailable`)", body = ErrorResponse),
+        (status = 422, description = "Bad body (`invalid_body`), over 10,000 buckets (`too_many_buckets`), over 1,000,000 statistics (`too_many_statistics`), or finer than the summaries kept for that time (`resolution_unavailable`)", body = ErrorResponse),
         (status = 503, description = "Store unavailable", body = ErrorResponse),
     ),
     security(("api_key" = []))
@@ -63,7 +63,9 @@ pub async fn series(
 }
 
 /// The buckets of `query`: a 404 for a source never aggregated, a 422 for
-/// a range finer than kept, else the fold of its stored summaries.
+/// a range finer than kept or an answer over the statistics budget, else
+/// the fold of its stored summaries, read a day's minutes (or 60 days of
+/// hours) at a time so that memory holds the buckets, not the range.
 pub async fn buckets(state: &AppState, query: &SeriesQuery) -> Result<Vec<Bucket>, ApiError> {
     query
         .check_retention(&state.retention, now_ms())
@@ -78,12 +80,15 @@ pub async fn buckets(state: &AppState, query: &SeriesQuery) -> Result<Vec<Bucket
     {
         return Err(unknown_source());
     }
-    let (tier, range) = query.reads();
-    if range.is_empty() {
-        return Ok(Vec::new());
+    let (tier, _) = query.reads();
+    let mut fold = SeriesFold::new(query);
+    let chunks: Vec<_> = fold.chunks().collect();
+    for chunk in chunks {
+        for (index, summary) in state.views.summaries(&scope, tier, chunk).await? {
+            fold.push(index, &summary).map_err(series_error)?;
+        }
     }
-    let stored = state.views.summaries(&scope, tier, range).await?;
-    Ok(fold_series(query, &stored))
+    Ok(fold.finish())
 }
 
 /// Whether the client asked for CSV (`Accept: text/csv`, alone or first

@@ -11,7 +11,7 @@
 use crate::domain::summary::Summary;
 use crate::domain::tiers::Tier;
 use crate::domain::time::{format_rfc3339, parse_rfc3339, Millis, DAY_MS, HOUR_MS, MINUTE_MS};
-use crate::domain::write::{classify, WriteError, MAX_NAME_CHARS};
+use crate::domain::write::{classify, WriteError, MAX_EVENT_TIME, MAX_NAME_CHARS, MIN_EVENT_TIME};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -218,6 +218,12 @@ impl SeriesQuery {
         if to < from {
             return Err(invalid("`to` lies before `from`"));
         }
+        if from < MIN_EVENT_TIME || to > MAX_EVENT_TIME {
+            return Err(invalid(format!(
+                "the range, rounded to {}, must lie in the years 0001 to 9999",
+                interval.as_str()
+            )));
+        }
         let buckets = (to - from) / width;
         if buckets > MAX_BUCKETS {
             return Err(SeriesError {
@@ -374,42 +380,107 @@ pub struct Bucket {
     pub summary: Summary,
 }
 
+/// Most statistics (bucket × field cells) one series answers: 10,000
+/// buckets of 100 fields. A series of every field of a wide source asks
+/// for more: 422, naming the way out (fewer fields, a coarser interval).
+pub const MAX_SERIES_CELLS: usize = 1_000_000;
+/// Summaries read per store request when a series is folded piecewise.
+pub const READ_CHUNK: i64 = 1_440;
+
+/// The fold of a series, fed its tier's summaries in index order, piece
+/// by piece (memory: the buckets, never the summaries of the range).
+#[derive(Debug)]
+pub struct SeriesFold<'q> {
+    query: &'q SeriesQuery,
+    buckets: Vec<Bucket>,
+    /// Fields held by the buckets so far.
+    cells: usize,
+}
+
+impl<'q> SeriesFold<'q> {
+    pub fn new(query: &'q SeriesQuery) -> Self {
+        SeriesFold {
+            query,
+            buckets: Vec::new(),
+            cells: 0,
+        }
+    }
+
+    /// The index ranges to read, in order, [`READ_CHUNK`] at a time.
+    pub fn chunks(&self) -> impl Iterator<Item = Range<i64>> {
+        let (_, range) = self.query.reads();
+        (range.start..range.end)
+            .step_by(READ_CHUNK as usize)
+            .map(move |start| start..(start + READ_CHUNK).min(range.end))
+    }
+
+    /// Merges the next summary (index order): into the bucket it falls
+    /// in, the fields not asked for dropped; an empty summary or one out
+    /// of the range is ignored.
+    pub fn push(&mut self, index: i64, summary: &Summary) -> Result<(), SeriesError> {
+        let (tier, range) = self.query.reads();
+        if !range.contains(&index) || summary.is_empty() {
+            return Ok(());
+        }
+        let width = self.query.interval.ms();
+        let start = (index * tier_ms(tier)).div_euclid(width) * width;
+        if self.buckets.last().is_none_or(|b| b.start != start) {
+            self.buckets.push(Bucket {
+                start,
+                summary: Summary::default(),
+            });
+        }
+        let Some(bucket) = self.buckets.last_mut() else {
+            return Ok(());
+        };
+        let before = bucket.summary.fields.len();
+        match &self.query.fields {
+            None => bucket.summary.merge(summary),
+            Some(fields) => {
+                let mut kept = Summary {
+                    events: summary.events,
+                    fields: BTreeMap::new(),
+                };
+                for (path, m) in &summary.fields {
+                    if fields.contains(path) {
+                        kept.fields.insert(path.clone(), *m);
+                    }
+                }
+                bucket.summary.merge(&kept);
+            }
+        }
+        self.cells += bucket.summary.fields.len() - before;
+        if self.cells > MAX_SERIES_CELLS {
+            return Err(SeriesError {
+                code: "too_many_statistics",
+                message: format!(
+                    "the answer would hold more than {MAX_SERIES_CELLS} statistics (buckets x fields): name fewer `fields` or choose a coarser interval"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The buckets with events, in order.
+    pub fn finish(self) -> Vec<Bucket> {
+        self.buckets
+    }
+}
+
 /// The buckets of `query` from `stored`, its tier's summaries as
 /// `(index, summary)` in index order (absent ones left out): each bucket
 /// is the empty summary merged with its summaries in index order; empty
 /// buckets are left out; fields not asked for are dropped (a bucket's
-/// event count is all its events).
-pub fn fold_series(query: &SeriesQuery, stored: &[(i64, Summary)]) -> Vec<Bucket> {
-    let (tier, range) = query.reads();
-    let unit = tier_ms(tier);
-    let width = query.interval.ms();
-    let mut buckets: Vec<Bucket> = Vec::new();
+/// event count is all its events). [`SeriesFold`] at once.
+pub fn fold_series(
+    query: &SeriesQuery,
+    stored: &[(i64, Summary)],
+) -> Result<Vec<Bucket>, SeriesError> {
+    let mut fold = SeriesFold::new(query);
     for (index, summary) in stored {
-        if !range.contains(index) || summary.is_empty() {
-            continue;
-        }
-        let start = (index * unit).div_euclid(width) * width;
-        match buckets.last_mut() {
-            Some(bucket) if bucket.start == start => bucket.summary.merge(summary),
-            _ => {
-                let mut fresh = Summary::default();
-                fresh.merge(summary);
-                buckets.push(Bucket {
-                    start,
-                    summary: fresh,
-                });
-            }
-        }
+        fold.push(*index, summary)?;
     }
-    if let Some(fields) = &query.fields {
-        for bucket in &mut buckets {
-            bucket
-                .summary
-                .fields
-                .retain(|path, _| fields.contains(path));
-        }
-    }
-    buckets
+    Ok(fold.finish())
 }
 
 /// The finest interval whose buckets over `[from, to)` number at most

@@ -42,6 +42,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Most events committed in one transaction (but a single request's
 /// batch, up to 1,000 events, always goes whole).
 pub const MAX_GROUP: usize = 1024;
+/// Most indexes of one tier [`AggregateStore::prune`] deletes per scope in
+/// one call (a week of minutes).
+const PRUNE_CHUNK: i64 = 7 * 24 * 60;
 /// Read connections for series (SQLite reads in WAL mode run in parallel).
 const SUMMARY_READERS: usize = 4;
 /// Appends waiting for the writer before callers wait to enqueue.
@@ -665,11 +668,30 @@ impl AggregateStore for EmbeddedStore {
         .await
     }
 
-    async fn prune(&self, tier: Tier, before: i64) -> Result<u64> {
+    /// By the summaries' key (generation, scope, tier, idx): for each
+    /// scope, from its oldest summary of `tier`, at most [`PRUNE_CHUNK`]
+    /// indexes a call, so that one call stays short whatever the backlog.
+    async fn prune(&self, generation: u64, tier: Tier, before: i64) -> Result<u64> {
         self.with_aggregates(move |c| {
+            let oldest: Option<i64> = c
+                .query_row(
+                    "SELECT MIN(idx) FROM summaries WHERE generation = ?1 AND tier = ?2 \
+                     AND scope IN (SELECT scope FROM scopes)",
+                    params![generation, tier_column(tier)],
+                    |r| r.get(0),
+                )
+                .map_err(sql_err)?;
+            let Some(oldest) = oldest.filter(|o| *o < before) else {
+                return Ok(0);
+            };
             c.execute(
-                "DELETE FROM summaries WHERE tier = ?1 AND idx < ?2",
-                params![tier_column(tier), before],
+                "DELETE FROM summaries WHERE generation = ?1 AND tier = ?2 \
+                 AND scope IN (SELECT scope FROM scopes) AND idx < ?3",
+                params![
+                    generation,
+                    tier_column(tier),
+                    before.min(oldest.saturating_add(PRUNE_CHUNK))
+                ],
             )
             .map(|n| n as u64)
             .map_err(sql_err)

@@ -192,9 +192,10 @@ pub trait AggregateStore: Send + Sync {
     ) -> Result<Vec<(SummaryKey, Summary)>>;
     /// Applies a batch's changes and its checkpoint in one transaction.
     async fn commit(&self, commit: AggregateCommit) -> Result<()>;
-    /// Deletes every generation's `tier` summaries with index below
-    /// `before` (retention); returns how many.
-    async fn prune(&self, tier: Tier, before: i64) -> Result<u64>;
+    /// Deletes `generation`'s `tier` summaries with index below `before`
+    /// (retention), oldest first, a bounded part of them per call; returns
+    /// how many (0: none are left).
+    async fn prune(&self, generation: u64, tier: Tier, before: i64) -> Result<u64>;
 }
 
 /// The rendered rows, read side.

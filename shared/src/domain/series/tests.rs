@@ -30,6 +30,14 @@ fn ranges_are_rounded_outward_and_bounded() {
     let e = SeriesQuery::new(None, None, Interval::H1, T0, T0 - HOUR_MS).expect_err("reversed");
     assert_eq!(e.code, "invalid_body");
     assert!(query(Interval::H1, T0, T0).reads().1.is_empty());
+    // Rounded outward past year 9999 or before year 1: refused, not
+    // answered in a form RFC 3339 lacks.
+    let late = crate::domain::time::parse_rfc3339("9999-12-31T12:00:00Z").expect("time");
+    assert!(SeriesQuery::new(None, None, Interval::D1, late, late + HOUR_MS).is_err());
+    assert!(SeriesQuery::new(None, None, Interval::H1, late, late + HOUR_MS).is_ok());
+    let early = crate::domain::time::parse_rfc3339("0001-01-01T00:30:00Z").expect("time");
+    assert!(SeriesQuery::new(None, None, Interval::D1, early, early + HOUR_MS).is_ok());
+    assert!(SeriesQuery::new(None, None, Interval::D1, early - DAY_MS, early).is_err());
 }
 
 #[test]
@@ -180,7 +188,7 @@ proptest! {
         let (tier, range) = q.reads();
         let tier_map = if tier == Tier::Minute { &minutes } else { &hours };
         let read: Vec<(i64, Summary)> = tier_map.range(range).map(|(i, s)| (*i, s.clone())).collect();
-        let buckets = fold_series(&q, &read);
+        let buckets = fold_series(&q, &read).expect("within bounds");
 
         let mut expected: BTreeMap<Millis, Vec<&(Millis, Fields)>> = BTreeMap::new();
         for event in &events {
@@ -266,4 +274,30 @@ fn grafana_gets_the_finest_interval_within_its_points() {
         finest_interval(T0, T0 + HOUR_MS, 10_000, &r, now),
         Interval::H1
     );
+}
+
+#[test]
+fn a_fold_is_read_in_chunks_and_bounded() {
+    let q = query(Interval::M15, T0, T0 + 3 * DAY_MS);
+    let chunks: Vec<_> = SeriesFold::new(&q).chunks().collect();
+    assert_eq!(chunks.len(), 3);
+    assert_eq!(chunks[0].end, chunks[1].start);
+    assert_eq!(chunks[2].end, q.reads().1.end);
+    // 10,000 hour buckets of 101 fields pass the budget of statistics.
+    let wide: Fields = (0..101).map(|i| (format!("f{i}"), 1.0)).collect();
+    let mut summary = Summary::default();
+    summary.record(&wide);
+    let q = query(Interval::H1, T0, T0 + 10_000 * HOUR_MS);
+    let mut fold = SeriesFold::new(&q);
+    let first = q.reads().1.start;
+    let mut refused = None;
+    for i in 0..10_000 {
+        if let Err(e) = fold.push(first + i, &summary) {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (at, e) = refused.expect("over the budget");
+    assert_eq!(e.code, "too_many_statistics");
+    assert_eq!(at, (MAX_SERIES_CELLS / 101) as i64);
 }
