@@ -928,7 +928,15 @@ async fn series_requests_and_read_units() {
             requests.join(", "),
             units.read
         );
-        assert_eq!(requests[0], "GetItem", "the live generation");
-        assert!(requests[1..].iter().all(|r| r == "Query"), "{requests:?}");
+        let n = requests.len();
+        assert_eq!(
+            (requests[0].as_str(), requests[n - 1].as_str()),
+            ("GetItem", "GetItem"),
+            "the live generation, before and after: {requests:?}"
+        );
+        assert!(
+            requests[1..n - 1].iter().all(|r| r == "Query"),
+            "{requests:?}"
+        );
     }
 }
