@@ -946,12 +946,32 @@ async fn openapi_lists_every_route() {
         "/sygno/expose",
         "/health",
         "/admin/rebuild",
+        "/source/write_batch",
+        "/sygno/write_batch",
+        "/source/series",
+        "/sygno/series",
+        "/source/sources",
+        "/metrics",
+        "/grafana",
+        "/grafana/metrics",
+        "/grafana/metric-payload-options",
+        "/grafana/query",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
-    assert!(doc["components"]["schemas"]
-        .get("WriteRawRequest")
-        .is_some());
+    for schema in [
+        "WriteRawRequest",
+        "WriteBatchRequest",
+        "WriteBatchResponse",
+        "SeriesRequest",
+        "SeriesResponse",
+        "SeriesInterval",
+    ] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "{schema} missing"
+        );
+    }
     assert!(doc["components"]["securitySchemes"]
         .get("api_key")
         .is_some());
