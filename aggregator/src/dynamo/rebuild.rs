@@ -382,10 +382,8 @@ async fn merge_summaries(
         let summaries: Vec<((u64, SummaryKey), Summary)> = stored.into_iter().collect();
         store
             .commit_state(StateCommit {
-                applied: &[],
-                state: &next,
-                scopes: &[],
                 summaries: &summaries,
+                ..StateCommit::state_only(&next)
             })
             .await?;
         Ok(true)

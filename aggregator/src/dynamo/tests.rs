@@ -966,10 +966,8 @@ async fn one_commit_over_a_week_of_twenty_fields() {
             chunk.iter().map(|k| (k.clone(), summary.clone())).collect();
         store
             .commit_state(StateCommit {
-                applied: &[],
-                state: &state,
-                scopes: &[],
                 summaries: &summaries,
+                ..StateCommit::state_only(&state)
             })
             .await
             .expect("seed");

@@ -390,10 +390,8 @@ async fn aggregate_commits_are_conditional_on_the_state_version() {
         async move {
             store
                 .commit_state(StateCommit {
-                    applied: &[],
-                    state: &state,
-                    scopes: &[],
                     summaries: &[(minute(5), summary_of(&[1.0]))],
+                    ..StateCommit::state_only(&state)
                 })
                 .await
         }
@@ -569,13 +567,11 @@ async fn summaries_and_rows_at_the_limits_are_split_under_the_item_limit() {
     ];
     store
         .commit_state(StateCommit {
-            applied: &[],
-            state: &AggState {
+            summaries: &summaries,
+            ..StateCommit::state_only(&AggState {
                 version: 1,
                 ..AggState::default()
-            },
-            scopes: &[],
-            summaries: &summaries,
+            })
         })
         .await
         .expect("a commit at the limits");
@@ -792,13 +788,11 @@ async fn summaries_expire_after_their_retention() {
         async move {
             store
                 .commit_state(StateCommit {
-                    applied: &[],
-                    state: &AggState {
+                    summaries: &summaries,
+                    ..StateCommit::state_only(&AggState {
                         version,
                         ..AggState::default()
-                    },
-                    scopes: &[],
-                    summaries: &summaries,
+                    })
                 })
                 .await
                 .expect("commit");
@@ -898,13 +892,11 @@ async fn series_requests_and_read_units() {
             chunk.iter().map(|k| (k.clone(), summary.clone())).collect();
         store
             .commit_state(StateCommit {
-                applied: &[],
-                state: &AggState {
+                summaries: &summaries,
+                ..StateCommit::state_only(&AggState {
                     version,
                     ..AggState::default()
-                },
-                scopes: &[],
-                summaries: &summaries,
+                })
             })
             .await
             .expect("commit");
