@@ -75,11 +75,7 @@ impl LambdaConfig {
                 KeySource::Inline(non_empty(ApiKeys::parse(&inline.unwrap_or_default())?)?)
             }
         };
-        let retention = Retention::from_days(
-            var("SYGNO_MINUTE_RETENTION_DAYS").as_deref(),
-            var("SYGNO_HOUR_RETENTION_DAYS").as_deref(),
-        )
-        .map_err(ConfigError::Retention)?;
+        let retention = Retention::from_vars(&var).map_err(ConfigError::Retention)?;
         Ok(LambdaConfig {
             table,
             keys,

@@ -20,10 +20,7 @@ async fn main() -> Result<(), Error> {
     let table = std::env::var("SYGNO_TABLE").map_err(|_| "SYGNO_TABLE is not set")?;
     let max_fields = parse_max_fields(std::env::var("SYGNO_MAX_FIELDS").ok().as_deref())?;
     // One client per cold start, shared by every invocation.
-    let retention = Retention::from_days(
-        std::env::var("SYGNO_MINUTE_RETENTION_DAYS").ok().as_deref(),
-        std::env::var("SYGNO_HOUR_RETENTION_DAYS").ok().as_deref(),
-    )?;
+    let retention = Retention::from_vars(|name| std::env::var(name).ok())?;
     // Summaries carry a TTL past their retention: DynamoDB deletes them.
     let store = DynamoStore::from_env(&table)
         .await

@@ -174,6 +174,16 @@ impl Retention {
         })
     }
 
+    /// [`Self::from_days`] of the variables `SYGNO_MINUTE_RETENTION_DAYS`
+    /// and `SYGNO_HOUR_RETENTION_DAYS` as `var` reads them (the Lambda
+    /// functions' configuration).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        Retention::from_days(
+            var("SYGNO_MINUTE_RETENTION_DAYS").as_deref(),
+            var("SYGNO_HOUR_RETENTION_DAYS").as_deref(),
+        )
+    }
+
     /// How long `tier` summaries are kept (`None`: as long as the log).
     pub fn keep(&self, tier: Tier) -> Option<Millis> {
         match tier {
