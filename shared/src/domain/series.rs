@@ -5,7 +5,7 @@
 //!
 //! [`parse_series`] validates a `series` body into a [`SeriesQuery`];
 //! [`SeriesQuery::reads`] says which stored summaries to load;
-//! [`fold_series`] merges them into buckets, in index order, with the
+//! [`SeriesFold`] merges them into buckets, in index order, with the
 //! same [`Summary::merge`] the windows use. Pure: no I/O, time passed in.
 
 use crate::domain::summary::Summary;
@@ -398,7 +398,10 @@ pub const MAX_SERIES_CELLS: usize = 1_000_000;
 pub const READ_CHUNK: i64 = 1_440;
 
 /// The fold of a series, fed its tier's summaries in index order, piece
-/// by piece (memory: the buckets, never the summaries of the range).
+/// by piece (memory: the buckets, never the summaries of the range):
+/// each bucket is the empty summary merged with its summaries in index
+/// order; empty buckets are left out; fields not asked for are dropped
+/// (a bucket's event count is all its events).
 #[derive(Debug)]
 pub struct SeriesFold<'q> {
     query: &'q SeriesQuery,
@@ -475,22 +478,6 @@ impl<'q> SeriesFold<'q> {
     pub fn finish(self) -> Vec<Bucket> {
         self.buckets
     }
-}
-
-/// The buckets of `query` from `stored`, its tier's summaries as
-/// `(index, summary)` in index order (absent ones left out): each bucket
-/// is the empty summary merged with its summaries in index order; empty
-/// buckets are left out; fields not asked for are dropped (a bucket's
-/// event count is all its events). [`SeriesFold`] at once.
-pub fn fold_series(
-    query: &SeriesQuery,
-    stored: &[(i64, Summary)],
-) -> Result<Vec<Bucket>, SeriesError> {
-    let mut fold = SeriesFold::new(query);
-    for (index, summary) in stored {
-        fold.push(*index, summary)?;
-    }
-    Ok(fold.finish())
 }
 
 /// The finest interval whose buckets over `[from, to)` number at most

@@ -4,6 +4,15 @@ use crate::domain::stats::tests::assert_close;
 use crate::domain::time::WEEK_MS;
 use proptest::prelude::*;
 
+/// A whole series folded at once.
+fn fold_series(query: &SeriesQuery, stored: &[(i64, Summary)]) -> Result<Vec<Bucket>, SeriesError> {
+    let mut fold = SeriesFold::new(query);
+    for (index, summary) in stored {
+        fold.push(*index, summary)?;
+    }
+    Ok(fold.finish())
+}
+
 const T0: Millis = 1_764_000_000_000; // 2025-11-24T16:00:00Z
 
 fn query(interval: Interval, from: Millis, to: Millis) -> SeriesQuery {
