@@ -75,9 +75,10 @@ impl ServeOptions {
             .then(crate::observe::install_prometheus)
             .flatten();
         let state = AppState {
+            metrics,
             bodies: BodyReader::new(self.connections.body_timeout),
             retention: self.retention,
-            ..state.with_metrics(metrics)
+            ..state
         };
         let router = app(state);
         server::serve(listener, router, self.connections, shutdown).await

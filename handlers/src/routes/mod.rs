@@ -69,14 +69,6 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Serves `GET /metrics` from `handle`.
-    pub fn with_metrics(self, handle: Option<PrometheusHandle>) -> Self {
-        AppState {
-            metrics: handle,
-            ..self
-        }
-    }
-
     /// The state of a process whose one store is both the log and the rows.
     pub fn on_store<S>(keys: ApiKeys, store: S, rebuild: Option<RebuildHandle>) -> Self
     where
