@@ -46,6 +46,19 @@ pub const MAX_METRIC_SOURCES: usize = 1_000;
 const MAX_TARGETS: usize = 100;
 const STATISTICS: [&str; 5] = ["mean", "count", "std", "min", "max"];
 
+/// A metric's label: its source (or all events) and field.
+fn label(name: Option<&str>, field: &str) -> String {
+    format!("{} · {field}", name.unwrap_or("all events"))
+}
+
+/// The statistics a point can be, as the plugin lists options.
+fn statistic_options() -> Vec<Value> {
+    STATISTICS
+        .iter()
+        .map(|s| json!({"label": s, "value": s}))
+        .collect()
+}
+
 /// A plugin answer: a bare JSON array.
 fn bare(value: &Value) -> Response {
     let mut response = (StatusCode::OK, value.to_string()).into_response();
@@ -123,7 +136,7 @@ pub async fn metrics(
     let statistic = json!({
         "label": "Statistic", "name": "statistic", "type": "select",
         "placeholder": "mean",
-        "options": STATISTICS.iter().map(|s| json!({"label": s, "value": s})).collect::<Vec<_>>(),
+        "options": statistic_options(),
     });
     // The 7-day rows, read 16 at a time, of at most MAX_METRIC_SOURCES
     // aggregates (all events first, then sources by name).
@@ -150,12 +163,8 @@ pub async fn metrics(
             if metrics.len() == MAX_METRICS {
                 break 'scopes;
             }
-            let label = match scope.name() {
-                Some(name) => format!("{name} · {field}"),
-                None => format!("all events · {field}"),
-            };
             metrics.push(json!({
-                "label": label,
+                "label": label(scope.name(), field),
                 "value": json!([scope.name(), field]).to_string(),
                 "payloads": [statistic.clone()],
             }));
@@ -179,11 +188,8 @@ pub async fn payload_options(
 ) -> Result<Response, ApiError> {
     authorize(&state.keys, &headers, Role::Read)?;
     let request: Value = body_of(&state, &headers, body).await?;
-    let options: Vec<Value> = if request["name"] == "statistic" {
-        STATISTICS
-            .iter()
-            .map(|s| json!({"label": s, "value": s}))
-            .collect()
+    let options = if request["name"] == "statistic" {
+        statistic_options()
     } else {
         Vec::new()
     };
@@ -289,11 +295,8 @@ pub async fn query(
             Err(e) if e.code == "unknown_source" => Vec::new(),
             Err(e) => return Err(e),
         };
-        let label = match &name {
-            Some(n) => format!("{n} · {field} ({statistic})"),
-            None => format!("all events · {field} ({statistic})"),
-        };
-        answer.push(json!({"target": label, "datapoints": points}));
+        let target = format!("{} ({statistic})", label(name.as_deref(), &field));
+        answer.push(json!({"target": target, "datapoints": points}));
     }
     Ok(bare(&Value::Array(answer)))
 }
