@@ -235,50 +235,45 @@ async fn series_are_exact_on_every_interval(kind: StoreKind) {
     // Empty ranges (an aligned instant; a range without events), the
     // bucket limit, unknown sources.
     let hour = now - now.rem_euclid(HOUR);
-    let (status, answer) = series(
-        &app,
-        &json!({"interval": "1h", "from": rfc3339(hour), "to": rfc3339(hour)}),
-    )
-    .await;
-    assert_eq!(
-        (status, answer["data"]["buckets"].clone()),
-        (200, json!([]))
-    );
-    let (status, answer) = series(
-        &app,
-        &json!({"interval": "1m", "from": rfc3339(now - 30 * DAY), "to": rfc3339(now - 29 * DAY)}),
-    )
-    .await;
-    assert_eq!(
-        (status, answer["data"]["buckets"].clone()),
-        (200, json!([]))
-    );
-    let (status, answer) = series(
-        &app,
-        &json!({"interval": "1m", "from": rfc3339(now - 7 * DAY), "to": rfc3339(now)}),
-    )
-    .await;
-    assert_eq!(
-        (status, answer["data"]["error"].clone()),
-        (422, json!("too_many_buckets")),
-        "{answer}"
-    );
-    let (status, answer) = series(
-        &app,
-        &json!({"interval": "1m", "from": rfc3339(now - 40 * DAY), "to": rfc3339(now - 39 * DAY)}),
-    )
-    .await;
-    assert_eq!(
-        (status, answer["data"]["error"].clone()),
-        (422, json!("resolution_unavailable")),
-        "{answer}"
-    );
-    let (status, answer) = series(&app, &json!({"interval": "1h", "name": "nobody", "from": rfc3339(now - DAY), "to": rfc3339(now)})).await;
-    assert_eq!(
-        (status, answer["data"]["error"].clone()),
-        (404, json!("unknown_source")),
-        "{answer}"
-    );
+    for (body, status, field, expected) in [
+        (
+            json!({"interval": "1h", "from": rfc3339(hour), "to": rfc3339(hour)}),
+            200,
+            "buckets",
+            json!([]),
+        ),
+        (
+            json!({"interval": "1m", "from": rfc3339(now - 30 * DAY), "to": rfc3339(now - 29 * DAY)}),
+            200,
+            "buckets",
+            json!([]),
+        ),
+        (
+            json!({"interval": "1m", "from": rfc3339(now - 7 * DAY), "to": rfc3339(now)}),
+            422,
+            "error",
+            json!("too_many_buckets"),
+        ),
+        (
+            json!({"interval": "1m", "from": rfc3339(now - 40 * DAY), "to": rfc3339(now - 39 * DAY)}),
+            422,
+            "error",
+            json!("resolution_unavailable"),
+        ),
+        (
+            json!({"interval": "1h", "name": "nobody", "from": rfc3339(now - DAY), "to": rfc3339(now)}),
+            404,
+            "error",
+            json!("unknown_source"),
+        ),
+    ] {
+        let (got, answer) = series(&app, &body).await;
+        assert_eq!(
+            (got, answer["data"][field].clone()),
+            (status, expected),
+            "{body}: {answer}"
+        );
+    }
 
     check_grafana(&app, now).await;
 
