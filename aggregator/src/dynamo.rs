@@ -1,14 +1,15 @@
 //! The stream aggregator: folds DynamoDB Streams records of the event log
 //! into the DynamoDB store's summaries and rows, exactly once.
 //!
-//! Every commit is one `TransactWriteItems`: the state item (conditional on
-//! the version read), the applied marks of its events (by second of
-//! receipt), and the touched aggregates' scope states and minute and hour
-//! summaries; the re-rendered rows follow it (conditional on their
-//! version). An event whose mark is stored is skipped, so each applies
-//! exactly once in any order, batching and concurrency of delivery (see
-//! ARCHITECTURE.md, "The stream aggregator").
-//!
+//! Every commit is one `TransactWriteItems`: the applied marks of its
+//! events (an item of its own per second of receipt) and the touched
+//! aggregates' scope items and minute and hour summaries, each conditional
+//! on the version read, so only commits that touch one aggregate contend;
+//! the re-rendered rows follow it (conditional on their version). An event
+//! whose mark is stored is skipped, so each applies exactly once in any
+//! order, batching and concurrency of delivery (see ARCHITECTURE.md, "The
+//! stream aggregator").
+
 //! # Layout
 //! - [`plan`](mod@plan): pure: which events are new and what they change.
 //! - [`records`]: stream records (as Lambda delivers them) to events.
@@ -36,7 +37,7 @@ use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::{window_end, Millis};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::dynamo::state::{
-    AggState, RowsWrite, ScopeItem, StateCommit, MAX_TRANSACTION_ITEMS,
+    row_version, Commit, RowsWrite, ScopeItem, Versioned, MAX_TRANSACTION_ITEMS,
 };
 use sygno_shared::store::dynamo::DynamoStore;
 use sygno_shared::store::{Result, StoreError};
@@ -79,12 +80,20 @@ pub struct ApplyError {
     pub error: StoreError,
 }
 
+/// How old the state item's read may be when a commit planned on it is
+/// sent: older, the commit reads it again. With the client's 20 s
+/// operation timeout this bounds how long after a rebuild's switch a
+/// commit can still write the generation it replaced (the rebuild waits
+/// its settling time, 30 s by default, before deleting it).
+pub const STATE_READ_MAX_AGE: Duration = Duration::from_secs(5);
+
 /// The stream aggregator of one Lambda container or one poller: the store,
-/// the field limit, and the window folds of its last render. Those stay
-/// valid while the state item's version is the one this container last
-/// committed (summaries change only in commits, and every commit bumps
-/// the version), so while no other shard's invocation commits in between,
-/// rendering reads one or two summaries per window instead of a week's.
+/// the field limit, and the window folds of its last render. An
+/// aggregate's fold stays valid while its scope item's version is the one
+/// this container last committed or rendered (its summaries change only
+/// in commits, and every commit bumps it), so while no other invocation
+/// commits that aggregate in between, rendering reads one or two
+/// summaries per window instead of a week's.
 #[derive(Debug)]
 pub struct Aggregator {
     store: DynamoStore,
@@ -94,18 +103,29 @@ pub struct Aggregator {
 
 #[derive(Debug, Default)]
 struct Cache {
-    /// The state version (and generation) the folds describe; `None`: none.
-    valid_at: Option<(u64, u64)>,
+    /// The live generation the folds describe.
+    generation: Option<u64>,
+    /// Per aggregate, the scope item version its fold describes.
+    versions: HashMap<Scope, u64>,
     windows: HashMap<Scope, WindowCache>,
 }
 
 impl Cache {
-    /// Forgets every fold unless nothing was committed since ours.
-    fn check(&mut self, state: &AggState) {
-        if self.valid_at != Some((state.version, state.generation)) {
+    /// Forgets every fold if the live generation is not theirs.
+    fn check_generation(&mut self, generation: u64) {
+        if self.generation != Some(generation) {
             self.windows.clear();
+            self.versions.clear();
+            self.generation = Some(generation);
         }
-        self.valid_at = None;
+    }
+
+    /// Forgets `scope`'s fold unless it describes `version` (0: absent).
+    fn check(&mut self, scope: &Scope, version: u64) {
+        if self.versions.get(scope) != Some(&version) {
+            self.windows.remove(scope);
+            self.versions.remove(scope);
+        }
     }
 }
 
@@ -211,7 +231,7 @@ impl Aggregator {
                     pending.push(range.start..mid);
                 }
                 Err(StoreError::Rejected(why)) => {
-                    let skipped = self.pass_over(cache, &piece[0]).await;
+                    let skipped = self.pass_over(&piece[0]).await;
                     match skipped {
                         Ok(outcome) => {
                             metrics::counter!(metric::REJECTED_EVENTS).increment(1);
@@ -260,9 +280,19 @@ impl Aggregator {
     ) -> Result<Outcome> {
         let store = &self.store;
         let state = store.read_state().await?;
-        cache.check(&state);
+        let read_at = std::time::Instant::now();
+        cache.check_generation(state.generation);
+        let live = state.generation;
+        let needed = scopes_needed(&state, events);
+        let stored_scopes = store.read_scopes(&needed).await?;
+        // The marks after the scope items: a commit that applied one of
+        // these events wrote its source's scope item, so either this read
+        // sees its marks or this commit's condition on that item fails.
         let applied = store.read_applied(&seconds_needed(events)).await?;
-        let stored_scopes = store.read_scopes(&scopes_needed(&state, events)).await?;
+        let version_of = |key: &(u64, Scope)| stored_scopes.get(key).map_or(0, |i| i.version);
+        for key in needed.iter().filter(|(g, _)| *g == live) {
+            cache.check(&key.1, version_of(key));
+        }
         let states: BTreeMap<(u64, Scope), ScopeState> = stored_scopes
             .iter()
             .map(|(k, item)| (k.clone(), item.state.clone()))
@@ -289,7 +319,7 @@ impl Aggregator {
         let keys: Vec<(u64, SummaryKey)> = plan.deltas().map(|(k, _)| k).collect();
         let mut merged = store.read_summaries(&keys).await?;
         for (key, delta) in plan.deltas() {
-            merged.entry(key).or_default().merge(delta);
+            merged.entry(key).or_default().value.merge(delta);
         }
         let mut scope_items: Vec<((u64, Scope), ScopeItem)> = Vec::new();
         for (generation, batch) in &plan.batches {
@@ -303,24 +333,30 @@ impl Aggregator {
                 let item = ScopeItem {
                     state: scope_state.clone(),
                     latest,
+                    version: version_of(&key),
                 };
                 scope_items.push((key, item));
             }
         }
-        let mut next = state.clone();
-        next.version = state.version + 1;
-        let summaries: Vec<((u64, SummaryKey), Summary)> = merged.into_iter().collect();
+        let summaries: Vec<((u64, SummaryKey), Versioned<Summary>)> = merged.into_iter().collect();
+        if read_at.elapsed() > STATE_READ_MAX_AGE {
+            return Err(StoreError::Conflict(
+                "the state item was read too long ago to commit on".into(),
+            ));
+        }
         let committing = std::time::Instant::now();
         store
-            .commit_state(StateCommit {
-                state: &next,
-                applied: &plan.changed_sets(&applied),
+            .commit(Commit {
+                marks: plan.new_marks.clone(),
                 scopes: &scope_items,
                 summaries: &summaries,
             })
             .await?;
         telemetry::aggregator_commit(committing.elapsed());
-        let live = next.generation;
+        // Stored now one version above the one read.
+        for (_, item) in &mut scope_items {
+            item.version += 1;
+        }
         touched.extend(
             scope_items
                 .iter()
@@ -334,7 +370,11 @@ impl Aggregator {
                 .filter(|((g, _), _)| *g == live)
                 .map(|((_, k), _)| k),
         );
-        cache.valid_at = Some((next.version, next.generation));
+        for ((g, scope), item) in &scope_items {
+            if *g == live {
+                cache.versions.insert(scope.clone(), item.version);
+            }
+        }
         if mode == Render::Never {
             return Ok(outcome);
         }
@@ -352,17 +392,14 @@ impl Aggregator {
             .collect();
         if !earlier.is_empty() {
             for ((_, scope), item) in store.read_scopes(&earlier).await? {
+                cache.check(&scope, item.version);
                 items.insert(scope, item);
             }
         }
         let fresh: BTreeMap<SummaryKey, Summary> = summaries
             .into_iter()
             .filter(|((g, _), _)| *g == live)
-            .map(|((_, k), s)| (k, s))
-            .collect();
-        let to_render: Vec<(&Scope, &ScopeState)> = items
-            .iter()
-            .map(|(scope, item)| (scope, &item.state))
+            .map(|((_, k), s)| (k, s.value))
             .collect();
         let latest: Vec<(Scope, ExposeKind, String)> = items
             .iter()
@@ -373,13 +410,12 @@ impl Aggregator {
             .collect();
         let published = publish(
             store,
-            &mut cache.windows,
+            cache,
             Publish {
                 generation: live,
-                scopes: &to_render,
+                items: &items,
                 fresh: &fresh,
                 end: window_end(now),
-                version: next.version,
                 latest,
             },
         )
@@ -392,7 +428,7 @@ impl Aggregator {
     }
 
     /// Marks `event` applied without aggregating it.
-    async fn pass_over(&self, cache: &mut Cache, event: &StreamEvent) -> Result<Outcome> {
+    async fn pass_over(&self, event: &StreamEvent) -> Result<Outcome> {
         retry_conflicts(|| async {
             let state = self.store.read_state().await?;
             let events = std::slice::from_ref(event);
@@ -404,14 +440,10 @@ impl Aggregator {
                     ..Outcome::default()
                 });
             }
-            let mut next = state.clone();
-            next.version = state.version + 1;
             self.store
-                .commit_state(StateCommit {
-                    state: &next,
-                    applied: &plan.changed_sets(&applied),
-                    scopes: &[],
-                    summaries: &[],
+                .commit(Commit {
+                    marks: plan.new_marks,
+                    ..Commit::default()
                 })
                 .await?;
             Ok(Outcome {
@@ -421,7 +453,6 @@ impl Aggregator {
             })
         })
         .await
-        .inspect(|_| cache.windows.clear())
     }
 
     /// Re-renders every aggregate's rows if the windows moved past the
@@ -444,26 +475,30 @@ impl Aggregator {
         if state.rendered_end >= end {
             return Ok(false);
         }
-        cache.check(&state);
+        cache.check_generation(state.generation);
         let mut next = state.clone();
         next.version += 1;
         next.rendered_end = end;
-        store.commit_state(StateCommit::state_only(&next)).await?;
-        cache.valid_at = Some((next.version, next.generation));
-        // `rendered_end` is committed: a failure from here on leaves the
+        store.write_state(&next).await?;
+        // `rendered_end` is written: a failure from here on leaves the
         // rows behind until the next batch renders its aggregates or the
         // next minute's roll renders them all.
-        let scopes = store.query_scopes(next.generation).await?;
-        let all: Vec<(&Scope, &ScopeState)> = scopes.iter().map(|(s, i)| (s, &i.state)).collect();
+        let items: BTreeMap<Scope, ScopeItem> = store
+            .query_scopes(next.generation)
+            .await?
+            .into_iter()
+            .collect();
+        for (scope, item) in &items {
+            cache.check(scope, item.version);
+        }
         publish(
             store,
-            &mut cache.windows,
+            cache,
             Publish {
                 generation: next.generation,
-                scopes: &all,
+                items: &items,
                 fresh: &BTreeMap::new(),
                 end,
-                version: next.version,
                 latest: Vec::new(),
             },
         )
@@ -507,7 +542,10 @@ pub(crate) async fn render(
     caches: &mut HashMap<Scope, WindowCache>,
     end: Millis,
 ) -> Result<RowsWrite> {
-    let mut out = RowsWrite::default();
+    let mut out = RowsWrite {
+        end,
+        ..RowsWrite::default()
+    };
     for chunk in crate::render::chunks(scopes) {
         let mut stored: BTreeMap<SummaryKey, Summary> = BTreeMap::new();
         for (scope, tier, range) in crate::render::reads(chunk, caches, end) {
@@ -535,13 +573,13 @@ pub(crate) async fn render(
     Ok(out)
 }
 
-/// Rows to render and write after a commit of state `version`.
+/// Rows to render and write: the aggregates `items` of `generation`,
+/// windows ending at `end`.
 struct Publish<'a> {
     generation: u64,
-    scopes: &'a [(&'a Scope, &'a ScopeState)],
+    items: &'a BTreeMap<Scope, ScopeItem>,
     fresh: &'a BTreeMap<SummaryKey, Summary>,
     end: Millis,
-    version: u64,
     /// `latest` rows to write with them.
     latest: Vec<(Scope, ExposeKind, String)>,
 }
@@ -549,33 +587,44 @@ struct Publish<'a> {
 /// Attempts at rendering and writing a commit's rows.
 const PUBLISH_ATTEMPTS: u32 = 5;
 
-/// Renders and writes a committed version's rows, trying again when a
-/// summary was caught between two commits' chunks (a conflict) or the
-/// store did not answer: the commit stands whatever happens here, so a
-/// retry of the commit would find nothing to do and render nothing.
-async fn publish(
-    store: &DynamoStore,
-    caches: &mut HashMap<Scope, WindowCache>,
-    rows: Publish<'_>,
-) -> Result<()> {
+/// Renders and writes rows, each aggregate's at the version of its scope
+/// item, trying again when a summary was caught between two commits'
+/// chunks (a conflict) or the store did not answer: the commit stands
+/// whatever happens here, so a retry of the commit would find nothing to
+/// do and render nothing.
+async fn publish(store: &DynamoStore, cache: &mut Cache, rows: Publish<'_>) -> Result<()> {
+    let scopes: Vec<(&Scope, &ScopeState)> =
+        rows.items.iter().map(|(s, i)| (s, &i.state)).collect();
+    let versions: BTreeMap<Scope, u64> = rows
+        .items
+        .iter()
+        .map(|(scope, item)| (scope.clone(), row_version(rows.generation, item.version)))
+        .collect();
     let mut attempt = 1;
     loop {
         let written = async {
             let mut out = render(
                 store,
                 rows.generation,
-                rows.scopes,
+                &scopes,
                 rows.fresh,
-                caches,
+                &mut cache.windows,
                 rows.end,
             )
             .await?;
-            out.version = rows.version;
+            out.versions = versions.clone();
             out.views.extend(rows.latest.iter().cloned());
             store.write_rows(out).await
         }
         .await;
         match written {
+            Ok(()) => {
+                // The folds hold at least what these versions stored.
+                for (scope, item) in rows.items {
+                    cache.versions.insert(scope.clone(), item.version);
+                }
+                return Ok(());
+            }
             Err(StoreError::Conflict(_) | StoreError::Unavailable(_))
                 if attempt < PUBLISH_ATTEMPTS =>
             {
@@ -584,7 +633,7 @@ async fn publish(
                 tokio::time::sleep(Duration::from_millis(jitter)).await;
                 attempt += 1;
             }
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
 }

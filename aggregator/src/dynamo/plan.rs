@@ -1,5 +1,5 @@
 //! What a batch of stream events changes, decided without I/O: which events
-//! are new (no mark in the applied set of their second of receipt), which
+//! are new (no applied mark stored for their second of receipt), which
 //! generations each one counts in, and, through the one fold
 //! (`sygno_shared::domain::fold`), the summary deltas and scope states of
 //! every aggregate it touches.
@@ -9,7 +9,7 @@ use std::ops::Range;
 use sygno_shared::domain::fold::{fold, keys_of, Batch, Scope, ScopeState, SummaryKey};
 use sygno_shared::domain::summary::Summary;
 use sygno_shared::store::dynamo::state::{
-    applied_mark, received_second, AggState, AppliedSets, AppliedWrite, EventItem,
+    applied_mark, received_second, AggState, AppliedSets, EventItem, NewMarks,
 };
 use sygno_shared::views::render_latest;
 
@@ -21,7 +21,7 @@ pub struct StreamEvent {
     pub item: EventItem,
 }
 
-/// The seconds of receipt whose applied sets [`plan`] needs.
+/// The seconds of receipt whose applied marks [`plan`] needs.
 pub fn seconds_needed(events: &[StreamEvent]) -> BTreeSet<i64> {
     events
         .iter()
@@ -32,8 +32,10 @@ pub fn seconds_needed(events: &[StreamEvent]) -> BTreeSet<i64> {
 /// The effect of a batch on the aggregates.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// The applied sets to store: those read, with this batch's marks.
+    /// The marks read, with this batch's.
     pub applied_sets: AppliedSets,
+    /// This batch's marks: the events it applies, by second of receipt.
+    pub new_marks: NewMarks,
     /// Per generation: the touched scope states (whole, updated) and what
     /// to merge into each touched summary.
     pub batches: BTreeMap<u64, Batch>,
@@ -89,7 +91,7 @@ pub fn scopes_needed(state: &AggState, events: &[StreamEvent]) -> Vec<(u64, Scop
 }
 
 /// Folds `events` (in stream order) into a plan over `state`, the stored
-/// scope states `scopes` (absent: new aggregates) and the applied sets
+/// scope states `scopes` (absent: new aggregates) and the applied marks
 /// `applied` of the events' seconds of receipt ([`seconds_needed`]).
 ///
 /// An event counts in the live generation unless the rebuild that made it
@@ -110,10 +112,12 @@ pub fn plan(
             .applied_sets
             .entry(second)
             .or_insert_with(|| applied.get(&second).cloned().unwrap_or_default());
-        if !marks.insert(applied_mark(&event.item.event_id)) {
+        let mark = applied_mark(&event.item.event_id);
+        if !marks.insert(mark) {
             plan.skipped += 1;
             continue;
         }
+        plan.new_marks.entry(second).or_default().push(mark);
         plan.applied += 1;
         let mut targets = Vec::with_capacity(2);
         if event.item.received_at > state.floor {
@@ -153,8 +157,8 @@ pub fn plan(
 
 /// Cuts `events` into consecutive runs that each write at most
 /// `max_items` items (scope states and summaries, counting two
-/// generations, a rebuild in progress, for every event; and applied
-/// sets). Each run is committed on its own.
+/// generations, a rebuild in progress, for every event; and a marks item
+/// per second of receipt). Each run is committed on its own.
 pub fn runs(events: &[StreamEvent], max_items: usize) -> Vec<Range<usize>> {
     let per_generation = (max_items / 2).max(6);
     let mut out = Vec::new();
@@ -187,22 +191,6 @@ pub fn runs(events: &[StreamEvent], max_items: usize) -> Vec<Range<usize>> {
         out.push(start..events.len());
     }
     out
-}
-
-impl Plan {
-    /// The applied sets this plan adds marks to, each conditional on the
-    /// set `read`.
-    pub fn changed_sets(&self, read: &AppliedSets) -> Vec<AppliedWrite> {
-        self.applied_sets
-            .iter()
-            .filter(|(second, marks)| read.get(second) != Some(*marks))
-            .map(|(second, marks)| AppliedWrite {
-                second: *second,
-                marks: marks.clone(),
-                read: read.get(second).map_or(0, BTreeSet::len),
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]

@@ -19,9 +19,11 @@
 //!    commit. Stream records of events received at or before `c` that
 //!    arrive later are then skipped: the rebuild counted them.
 //!
-//! 6. It deletes the summaries of every older generation (the one it
-//!    replaced, and any a dead rebuild left half-built): after the switch no
-//!    commit can write them, since every commit re-reads the state.
+//! 6. It waits the settling time again and deletes the summaries of every
+//!    older generation (the one it replaced, and any a dead rebuild left
+//!    half-built): by then no commit can write them, since every commit
+//!    reads the state item at most `STATE_READ_MAX_AGE` before it is sent
+//!    and a request times out after 20 s.
 //!
 //! Each event is therefore counted once in `g`. A running rebuild renews
 //! its sign of life (`alive_at`) between its steps (settling, each log
@@ -42,7 +44,7 @@ use sygno_shared::domain::fold::{fold, Batch, LatestKey, Scope, ScopeState, Summ
 use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::{format_rfc3339, window_end, Millis};
 use sygno_shared::store::dynamo::state::{
-    NextGeneration, ScopeItem, StateCommit, MAX_TRANSACTION_ITEMS,
+    row_version, Commit, NextGeneration, ScopeItem, Versioned, MAX_TRANSACTION_ITEMS,
 };
 use sygno_shared::store::dynamo::{DynamoStore, LOG_SHARDS};
 use sygno_shared::store::StoreError;
@@ -62,7 +64,9 @@ pub struct Options {
     /// How far ahead of this machine's clock the cut lies: more than the
     /// clock skew between this machine and the writers.
     pub margin: Duration,
-    /// How long after the cut the log is read: more than any write takes.
+    /// How long after the cut the log is read, and after the switch the
+    /// old generation is deleted: more than any write or commit takes
+    /// (`crate::dynamo::STATE_READ_MAX_AGE` plus a request's 20 s).
     pub settle: Duration,
     /// Start even if another rebuild seems to be running (it was abandoned).
     pub force: bool,
@@ -170,6 +174,10 @@ pub async fn rebuild(
     )
     .await?;
     switch(store, clock, generation, cut).await?;
+    // A commit planned on the state before the switch may still write
+    // the old generation for a while (`STATE_READ_MAX_AGE` plus a
+    // request's timeout): delete it once no such commit can be left.
+    tokio::time::sleep(options.settle).await;
     let mut deleted = 0;
     for old in 0..generation {
         deleted += store.delete_generation(old).await?;
@@ -216,9 +224,7 @@ impl Lease {
                 alive_at: clock(),
                 ..next.clone()
             });
-            store
-                .commit_state(StateCommit::state_only(&renewed))
-                .await?;
+            store.write_state(&renewed).await?;
             Ok(true)
         })
         .await;
@@ -298,7 +304,7 @@ async fn start(
             started_at: now,
             alive_at: now,
         });
-        store.commit_state(StateCommit::state_only(&next)).await?;
+        store.write_state(&next).await?;
         Ok(Ok((generation, cut)))
     })
     .await?;
@@ -374,16 +380,14 @@ async fn merge_summaries(
         let mut stored = store.read_summaries(&wanted).await?;
         for key in &wanted {
             if let Some(summary) = rebuilt.get(&key.1) {
-                stored.entry(key.clone()).or_default().merge(summary);
+                stored.entry(key.clone()).or_default().value.merge(summary);
             }
         }
-        let mut next = state;
-        next.version += 1;
-        let summaries: Vec<((u64, SummaryKey), Summary)> = stored.into_iter().collect();
+        let summaries: Vec<((u64, SummaryKey), Versioned<Summary>)> = stored.into_iter().collect();
         store
-            .commit_state(StateCommit {
+            .commit(Commit {
                 summaries: &summaries,
-                ..StateCommit::state_only(&next)
+                ..Commit::default()
             })
             .await?;
         Ok(true)
@@ -425,14 +429,10 @@ async fn merge_scopes(
             }
             items.push((key, item));
         }
-        let mut next = state;
-        next.version += 1;
         store
-            .commit_state(StateCommit {
-                applied: &[],
-                state: &next,
+            .commit(Commit {
                 scopes: &items,
-                summaries: &[],
+                ..Commit::default()
             })
             .await?;
         Ok(true)
@@ -468,11 +468,11 @@ async fn switch(
         next.next = None;
         let end = window_end(clock()).max(state.rendered_end);
         next.rendered_end = end;
-        store.commit_state(StateCommit::state_only(&next)).await?;
-        Ok(Some((next.version, end)))
+        store.write_state(&next).await?;
+        Ok(Some(end))
     })
     .await?;
-    let Some((version, end)) = switched else {
+    let Some(end) = switched else {
         return Err(RebuildError::Superseded(generation));
     };
     let scopes = store.query_scopes(generation).await?;
@@ -486,7 +486,10 @@ async fn switch(
         end,
     )
     .await?;
-    rows.version = version;
+    rows.versions = scopes
+        .iter()
+        .map(|(scope, item)| (scope.clone(), row_version(generation, item.version)))
+        .collect();
     rows.views.extend(scopes.iter().filter_map(|(scope, item)| {
         item.latest
             .clone()

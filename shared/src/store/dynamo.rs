@@ -9,12 +9,12 @@
 //! |---|---|---|---|
 //! | event, no idempotency key | `log#<shard>` | `ev#<event_id>` | `kind` = `event`, `event_id`, `event_time` (N, ms), `received_at` (N, ms), `name`, `user_id`, `data` (S, raw JSON) |
 //! | event with an idempotency key | `log#<shard>` | `idem#<user_id>#<sha256(key)>` | the same |
-//! | rendered row | `rows` | `v#<scope>#<kind>` | `doc` (S): the `expose` data document; `version` (N) |
-//! | `sources` entry | `rows` | `s#<name>` | `doc` (S); `version` (N) |
+//! | rendered row | `rows` | `v#<scope>#<kind>` | `doc` (S): the `expose` data document; `version` (N), `wend` (N) |
+//! | `sources` entry | `rows` | `s#<name>` | `doc` (S); `version` (N), `wend` (N) |
 //! | aggregator state | `agg` | `state` | see [`state`] |
 //! | scope state | `scope#<generation>` | `<scope>` | see [`state`] |
 //! | minute / hour summary | `m#<generation>#<scope>` / `h#<generation>#<scope>` | the index, sortable | `sum` (B, [`crate::store::codec`]) |
-//! | applied set | `ap#<second of receipt>` | `ids` | see [`state`] |
+//! | applied marks | `ap#<second of receipt>` | `c#<commit>` | see [`state`] |
 //!
 //! `<scope>` is `all` (every event) or `s:<name>` (one source).
 //!

@@ -20,13 +20,13 @@ fn event(shard: u8, sequence: u64, event_time: i64, received_at: i64, x: f64) ->
 /// DynamoDB's items per transaction.
 const MAX_ITEMS: usize = 100;
 
-/// Without stored scope states or applied sets, at the default field
+/// Without stored scope states or applied marks, at the default field
 /// limit.
 fn plan(state: &AggState, events: &[StreamEvent]) -> Plan {
     super::plan(state, &BTreeMap::new(), &AppliedSets::new(), events, 2_000)
 }
 
-/// Over the applied sets a previous plan stored.
+/// Over the applied marks a previous plan stored.
 fn plan_after(previous: &Plan, events: &[StreamEvent]) -> Plan {
     super::plan(
         &AggState::default(),
@@ -65,13 +65,12 @@ fn events_marked_applied_are_skipped_in_any_order() {
     ];
     let first = plan(&AggState::default(), &batch);
     assert_eq!((first.applied, first.skipped), (3, 0));
-    let read = AppliedSets::new();
-    let sets = first.changed_sets(&read);
-    let shape: Vec<(i64, usize, usize)> = sets
+    let shape: Vec<(i64, usize)> = first
+        .new_marks
         .iter()
-        .map(|w| (w.second, w.marks.len(), w.read))
+        .map(|(second, marks)| (*second, marks.len()))
         .collect();
-    assert_eq!(shape, [(1, 2, 0), (2, 1, 0)]);
+    assert_eq!(shape, [(1, 2), (2, 1)]);
     // The same batch again, reversed, and a bisected half: nothing new,
     // nothing to store.
     let mut reversed = batch.clone();
@@ -79,7 +78,7 @@ fn events_marked_applied_are_skipped_in_any_order() {
     let again = plan_after(&first, &reversed);
     assert_eq!((again.applied, again.skipped), (0, 3));
     assert!(again.is_empty());
-    assert!(again.changed_sets(&first.applied_sets).is_empty());
+    assert!(again.new_marks.is_empty());
     let half = plan_after(&first, &batch[1..]);
     assert_eq!((half.applied, half.skipped), (0, 2));
     // A record with a smaller sequence number (a new stream after a

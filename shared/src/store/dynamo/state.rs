@@ -3,10 +3,10 @@
 //! commit), and the rendered rows (written after it).
 //!
 //! # The state item (`pk` `agg`, `sk` `state`)
-//! - `version` (N): bumped by every commit, which is conditional on the
-//!   version it read. Every aggregate write goes through it, so concurrent
-//!   invocations (several per stream shard with a ParallelizationFactor)
-//!   serialize: a loser reads again and retries.
+//! Which generation is live and what a rebuild is doing; stream commits
+//! read it but never write it, so they do not contend on it.
+//! - `version` (N): bumped by every write of the state item (a rebuild's
+//!   steps, the minute's roll), each conditional on the version it read.
 //! - `generation` (N), `floor` (N, ms): which summaries are live, and the
 //!   `received_at` at or below which events are already in them (set by a
 //!   rebuild, 0 otherwise). `allocated` (N): the highest generation handed
@@ -17,29 +17,41 @@
 //! - `rendered_end` (N, ms): where the windows of every aggregate's rows
 //!   were last rendered (by a roll, which renders them all).
 //!
-//! # Applied sets (`pk` `ap#<second>`, `sk` `ids`)
-//! `marks` (B): 64-bit marks ([`applied_mark`]) of the events applied that
-//! were received in that second, written in the commit that applies them,
-//! conditional on the count read (`n`, N); `expires_at` (TTL) 2 days on. An event whose mark is stored has been
-//! applied, whatever order, batching or concurrency its stream record
-//! arrives in (see ARCHITECTURE.md, "The stream aggregator").
+//! # Applied marks (`pk` `ap#<second>`, `sk` `c#<commit>`)
+//! `marks` (B): 64-bit marks ([`applied_mark`]) of the events one commit
+//! applied that were received in that second, written in that commit's
+//! transaction under a key of its own (so commits never contend on marks,
+//! and each event's mark is written once); `expires_at` (TTL) 2 days on.
+//! A commit reads every mark of its events' seconds (a `Query` a second).
+//! An event whose mark is stored has been applied, whatever order,
+//! batching or concurrency its stream record arrives in (see
+//! ARCHITECTURE.md, "The stream aggregator"). (Tables written by earlier
+//! versions also hold one set per second, `sk` `ids`: read the same way.)
 //!
 //! # Aggregates
 //! An aggregate is all events (`all`) or one source's (`s:<name>`):
 //! [`scope_sk`]. Per generation `g`:
 //! - scope state: `pk` `scope#<g>`, `sk` the scope; `state` (S,
 //!   [`crate::store::codec`]), `limit` (B, the field limit), `latest` (S,
-//!   the rendered `latest` row, at most the event's 64 KiB plus its frame).
+//!   the rendered `latest` row, at most the event's 64 KiB plus its frame),
+//!   `version` (N).
 //! - summaries: `pk` `m#<g>#<scope>` (minute buckets) or `h#<g>#<scope>`
 //!   (hour blocks), `sk` the index as 20 digits (order-preserving for
 //!   negative indices), `sum` the summary in [`crate::store::codec`]'s
-//!   binary form (B; a JSON string, S, from earlier versions still reads).
+//!   binary form (B; a JSON string, S, from earlier versions still reads),
+//!   `version` (N, on every chunk).
+//!
+//! Every scope item and summary a commit replaces is conditional on the
+//! `version` it read (absent: on there being none) and written one above
+//! it ([`Versioned`]), so two commits that touch one item serialize and
+//! commits of different aggregates do not meet at all.
 //!
 //! # Rows (`pk` `rows`)
-//! `sk` `v#<scope>#<kind>` holds one `expose` document in `doc` with the
-//! state `version` it was rendered at; `sk` `s#<name>` one `sources`
-//! entry. Rows are written after the commit that changed their
-//! summaries, each conditional on a lower stored version, so a slower
+//! `sk` `v#<scope>#<kind>` holds one `expose` document in `doc`; `sk`
+//! `s#<name>` one `sources` entry. Each carries the [`row_version`] of
+//! the scope item it was rendered from and its windows' end (`wend`), and
+//! is written after the commit, conditional on the stored row being older
+//! (a lower version, or the same one with an earlier end), so a slower
 //! writer never puts older rows over newer ones.
 
 use super::{get_n, get_s, s, unavailable, DynamoStore, Item, PK, SK};
@@ -91,7 +103,7 @@ pub struct AggState {
     pub rendered_end: Millis,
 }
 
-/// How long an applied set is kept (TTL): the stream keeps records 24
+/// How long applied marks are kept (TTL): the stream keeps records 24
 /// hours, and a redelivery or a poller restarting from the trim horizon
 /// reads nothing older; twice that for margin.
 pub const APPLIED_TTL_SECONDS: i64 = 2 * 24 * 3600;
@@ -107,26 +119,37 @@ pub fn applied_mark(event_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
 }
 
-/// Applied sets by second of receipt.
+/// Applied marks by second of receipt.
 pub type AppliedSets = BTreeMap<i64, BTreeSet<u64>>;
 
-/// An applied set to store, whole: conditional on the stored one still
-/// holding `read` marks (0: absent), so that a commit planned on a stale
-/// read of the set can never drop the marks another commit added (it is
-/// cancelled and read again).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AppliedWrite {
-    pub second: i64,
-    pub marks: BTreeSet<u64>,
-    pub read: usize,
+/// The marks one commit adds, by second of receipt: each second's marks
+/// are one item of the commit's own (see the module docs).
+pub type NewMarks = BTreeMap<i64, Vec<u64>>;
+
+/// A stored item's content and the `version` it was read at (0: there was
+/// none). A commit writes it at `version + 1`, conditional on `version`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: u64,
 }
 
-/// An aggregate's state item: the scope state and its `latest` row.
+/// An aggregate's state item: the scope state and its `latest` row, and
+/// the version it was read at (0: not stored yet).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScopeItem {
     pub state: ScopeState,
     /// The rendered `latest` row.
     pub latest: Option<String>,
+    pub version: u64,
+}
+
+/// The version rows rendered from an aggregate's scope item at `version`
+/// in `generation` carry: newer generations rank above older ones (a
+/// rebuild's rows replace the old), and every one above the state
+/// versions earlier releases stamped on rows (below 2^40).
+pub fn row_version(generation: u64, version: u64) -> u64 {
+    (generation.saturating_add(1) << 40) | (version & ((1 << 40) - 1))
 }
 
 /// A page of the log (see [`DynamoStore::read_log_page`]).
@@ -139,35 +162,22 @@ pub struct LogPage {
     pub cursor: Option<Item>,
 }
 
-/// One commit: the new state (its `version` one above what was read),
-/// and the scope items and summaries to replace, by generation.
-#[derive(Debug)]
-pub struct StateCommit<'a> {
-    pub state: &'a AggState,
-    /// Applied sets to replace, whole (the stored ones and this commit's
-    /// marks).
-    pub applied: &'a [AppliedWrite],
+/// One commit of the stream or a rebuild: one transaction of the
+/// applied marks, scope items and summaries it replaces, each written one
+/// version above the one read and conditional on it.
+#[derive(Debug, Default)]
+pub struct Commit<'a> {
+    pub marks: NewMarks,
     pub scopes: &'a [((u64, Scope), ScopeItem)],
-    pub summaries: &'a [((u64, SummaryKey), Summary)],
+    pub summaries: &'a [((u64, SummaryKey), Versioned<Summary>)],
 }
 
-impl<'a> StateCommit<'a> {
-    /// A commit of the state item alone.
-    pub fn state_only(state: &'a AggState) -> Self {
-        StateCommit {
-            state,
-            applied: &[],
-            scopes: &[],
-            summaries: &[],
-        }
-    }
-}
-
-/// Rendered rows of one state version: `expose` documents and `sources`
-/// entries.
+/// Rendered rows: `expose` documents and `sources` entries of windows
+/// ending at `end`, each aggregate's at its [`row_version`] in `versions`.
 #[derive(Debug, Default)]
 pub struct RowsWrite {
-    pub version: u64,
+    pub end: Millis,
+    pub versions: BTreeMap<Scope, u64>,
     pub views: Vec<(Scope, ExposeKind, String)>,
     pub sources: Vec<(String, String)>,
 }
@@ -320,7 +330,15 @@ fn scope_item_of(item: &Item) -> Result<ScopeItem> {
     let state = codec::decode_scope(get_s(item, "state")?, &limit)
         .map_err(|e| StoreError::Corrupt(format!("scope state: {e}")))?;
     let latest = item.get("latest").and_then(|v| v.as_s().ok()).cloned();
-    Ok(ScopeItem { state, latest })
+    let version = match item.get(VERSION) {
+        Some(_) => get_u64(item, VERSION)?,
+        None => 0,
+    };
+    Ok(ScopeItem {
+        state,
+        latest,
+        version,
+    })
 }
 
 /// Sorts a failed transaction by cause: another writer came first
@@ -387,6 +405,8 @@ pub const MAX_TRANSACTION_BYTES: usize = 4_000_000;
 
 const CHUNKS: &str = "chunks";
 const VERSION: &str = "version";
+/// A row's windows' end (ms).
+const WINDOW_END: &str = "wend";
 
 /// The `sk` of chunk `chunk` of a summary: the index for chunk 0, then
 /// `<index>#01`, `<index>#02`...
@@ -572,41 +592,64 @@ fn encode_state(state: &AggState) -> Item {
     item
 }
 
-/// The partition of the applied set of events received in `second`.
+/// The partition of the applied marks of events received in `second`.
 fn applied_pk(second: i64) -> String {
     format!("{APPLIED_PREFIX}{second}")
 }
 
-/// Applied sets' partition keys (see [`AGGREGATOR_KEY_PATTERNS`]).
+/// Applied marks' partition keys (see [`AGGREGATOR_KEY_PATTERNS`]).
 const APPLIED_PREFIX: &str = "ap#";
-const APPLIED_SK: &str = "ids";
+/// The `sk` prefix of one commit's marks item.
+const COMMIT_MARKS_PREFIX: &str = "c#";
 const MARKS: &str = "marks";
-const MARK_COUNT: &str = "n";
 
 impl DynamoStore {
-    /// The applied sets of `seconds` (absent: empty), read consistently.
+    /// Every applied mark of events received in `seconds` (a consistent,
+    /// paged `Query` a second, a few at once).
     pub async fn read_applied(&self, seconds: &BTreeSet<i64>) -> Result<AppliedSets> {
-        let keys: Vec<(String, String)> = seconds
+        let reads: Vec<_> = seconds
             .iter()
-            .map(|second| (applied_pk(*second), APPLIED_SK.to_owned()))
+            .map(|second| async move {
+                let items: Vec<Item> = self
+                    .client
+                    .query()
+                    .table_name(&*self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(applied_pk(*second)))
+                    .consistent_read(true)
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .try_collect()
+                    .await
+                    .map_err(unavailable)?;
+                let mut marks = BTreeSet::new();
+                for item in &items {
+                    let Some(AttributeValue::B(bytes)) = item.get(MARKS) else {
+                        return Err(StoreError::Corrupt(
+                            "applied marks item without marks".into(),
+                        ));
+                    };
+                    let bytes = bytes.as_ref();
+                    if !bytes.len().is_multiple_of(8) {
+                        return Err(StoreError::Corrupt("applied marks of partial marks".into()));
+                    }
+                    marks.extend(
+                        bytes
+                            .chunks_exact(8)
+                            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
+                    );
+                }
+                Ok((*second, marks))
+            })
             .collect();
+        let mut pending = futures::stream::iter(reads).buffer_unordered(8);
         let mut out = AppliedSets::new();
-        for item in self.batch_get(keys).await? {
-            let second = get_s(&item, PK)?
-                .strip_prefix(APPLIED_PREFIX)
-                .and_then(|t| t.parse::<i64>().ok())
-                .ok_or_else(|| StoreError::Corrupt("applied set key".into()))?;
-            let Some(AttributeValue::B(bytes)) = item.get(MARKS) else {
-                return Err(StoreError::Corrupt("applied set without marks".into()));
-            };
-            let bytes = bytes.as_ref();
-            if !bytes.len().is_multiple_of(8) {
-                return Err(StoreError::Corrupt("applied set of partial marks".into()));
+        while let Some(read) = pending.next().await {
+            let (second, marks) = read?;
+            if !marks.is_empty() {
+                out.insert(second, marks);
             }
-            let marks = bytes
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()));
-            out.entry(second).or_default().extend(marks);
         }
         Ok(out)
     }
@@ -634,7 +677,7 @@ impl DynamoStore {
     pub async fn read_summaries(
         &self,
         keys: &[(u64, SummaryKey)],
-    ) -> Result<HashMap<(u64, SummaryKey), Summary>> {
+    ) -> Result<HashMap<(u64, SummaryKey), Versioned<Summary>>> {
         let partition = |k: &(u64, SummaryKey)| tier_pk(k.0, &k.1.scope, k.1.tier);
         let by_item: HashMap<(String, String), &(u64, SummaryKey)> = keys
             .iter()
@@ -668,7 +711,12 @@ impl DynamoStore {
                 let chunk_key = (partition(&key), chunk_sk(key.1.index, chunk));
                 parts.push(chunks.remove(&chunk_key).ok_or_else(torn)?);
             }
-            found.insert(key, join_summary(&parts)?);
+            let version = match parts[0].get(VERSION) {
+                Some(_) => get_u64(&parts[0], VERSION)?,
+                None => 0,
+            };
+            let value = join_summary(&parts)?;
+            found.insert(key, Versioned { value, version });
         }
         Ok(found)
     }
@@ -934,33 +982,65 @@ impl DynamoStore {
         Ok(out)
     }
 
-    /// Writes `commit` in one transaction, conditional on the stored state
-    /// being at `commit.state.version - 1`. [`StoreError::Conflict`] when
-    /// another commit came first (read again and retry);
-    /// [`StoreError::Rejected`] when DynamoDB refuses the transaction for a
-    /// reason a retry cannot fix (its size, a validation error).
-    pub async fn commit_state(&self, commit: StateCommit<'_>) -> Result<()> {
-        let expected = commit.state.version.checked_sub(1).ok_or_else(|| {
-            StoreError::Conflict("a commit's state version must be at least 1".into())
-        })?;
-        let state = self.put_expecting(encode_state(commit.state), "version", expected)?;
-        let mut items_bytes = vec![item_bytes(&encode_state(commit.state))];
-        let mut writes = vec![state];
-        for write in commit.applied {
+    /// Writes the state item, conditional on the stored one being at
+    /// `state.version - 1` (absent for 1): [`StoreError::Conflict`] when
+    /// another writer came first (read again and retry).
+    pub async fn write_state(&self, state: &AggState) -> Result<()> {
+        let expected = state
+            .version
+            .checked_sub(1)
+            .ok_or_else(|| StoreError::Conflict("a state's version must be at least 1".into()))?;
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(encode_state(state)))
+            .set_condition_expression(Some(if expected == 0 {
+                "attribute_not_exists(version)".to_owned()
+            } else {
+                "version = :v".to_owned()
+            }))
+            .set_expression_attribute_values(
+                (expected > 0).then(|| HashMap::from([(":v".to_owned(), n(expected))])),
+            )
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                PutItemError::ConditionalCheckFailedException(e) => {
+                    Err(StoreError::Conflict(Box::new(e)))
+                }
+                other => Err(unavailable(other)),
+            },
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Writes `commit` in one transaction: its marks (each second's under
+    /// a new key), and its scope items and summaries, each one version
+    /// above the one read and conditional on it. [`StoreError::Conflict`]
+    /// when another commit changed one of them first (read again and
+    /// retry); [`StoreError::Rejected`] when DynamoDB refuses the
+    /// transaction for a reason a retry cannot fix (its size, a validation
+    /// error).
+    pub async fn commit(&self, commit: Commit<'_>) -> Result<()> {
+        let mut items_bytes = Vec::new();
+        let mut writes = Vec::new();
+        let id = uuid::Uuid::now_v7().simple();
+        for (second, marks) in &commit.marks {
             let mut item = Item::new();
-            item.insert(PK.into(), s(applied_pk(write.second)));
-            item.insert(SK.into(), s(APPLIED_SK));
+            item.insert(PK.into(), s(applied_pk(*second)));
+            item.insert(SK.into(), s(format!("{COMMIT_MARKS_PREFIX}{id}")));
             item.insert("kind".into(), s("applied"));
-            let bytes: Vec<u8> = write.marks.iter().flat_map(|m| m.to_le_bytes()).collect();
+            let bytes: Vec<u8> = marks.iter().flat_map(|m| m.to_le_bytes()).collect();
             item.insert(MARKS.into(), AttributeValue::B(bytes.into()));
-            item.insert(MARK_COUNT.into(), n(write.marks.len()));
             item.insert(
                 super::TTL_ATTRIBUTE.into(),
-                n(write.second.saturating_add(APPLIED_TTL_SECONDS)),
+                n(second.saturating_add(APPLIED_TTL_SECONDS)),
             );
             items_bytes.push(item_bytes(&item));
-            let read = u64::try_from(write.read).unwrap_or(u64::MAX);
-            writes.push(self.put_expecting(item, MARK_COUNT, read)?);
+            writes.push(self.put_expecting(item, PK, 0)?);
         }
         for ((generation, scope), scope_item) in commit.scopes {
             let mut item = Item::new();
@@ -975,17 +1055,18 @@ impl DynamoStore {
             if let Some(latest) = &scope_item.latest {
                 item.insert("latest".into(), s(latest.clone()));
             }
+            item.insert(VERSION.into(), n(scope_item.version + 1));
             items_bytes.push(item_bytes(&item));
-            writes.push(self.put_item(item)?);
+            writes.push(self.put_expecting(item, VERSION, scope_item.version)?);
         }
         for ((generation, key), summary) in commit.summaries {
-            let chunks = summary_chunks(summary);
+            let chunks = summary_chunks(&summary.value);
             for (chunk, bytes) in chunks.iter().enumerate() {
                 let mut item = Item::new();
                 item.insert(PK.into(), s(tier_pk(*generation, &key.scope, key.tier)));
                 item.insert(SK.into(), s(chunk_sk(key.index, chunk)));
                 item.insert("kind".into(), s("summary"));
-                item.insert(VERSION.into(), n(commit.state.version));
+                item.insert(VERSION.into(), n(summary.version + 1));
                 if chunk == 0 {
                     item.insert(CHUNKS.into(), n(chunks.len()));
                 }
@@ -994,8 +1075,17 @@ impl DynamoStore {
                 }
                 item.insert(SUMMARY.into(), AttributeValue::B(bytes.clone().into()));
                 items_bytes.push(item_bytes(&item));
-                writes.push(self.put_item(item)?);
+                // Chunk 0 carries the condition; the others are written
+                // with it or not at all.
+                writes.push(if chunk == 0 {
+                    self.put_expecting(item, VERSION, summary.version)?
+                } else {
+                    self.put_item(item)?
+                });
             }
+        }
+        if writes.is_empty() {
+            return Ok(());
         }
         if writes.len() > MAX_TRANSACTION_ITEMS {
             return Err(StoreError::Rejected(
@@ -1035,16 +1125,18 @@ impl DynamoStore {
     /// row larger than an item takes several (its chunk 0 last, so that a
     /// reader finding it finds the others at its version or newer).
     pub async fn write_rows(&self, rows: RowsWrite) -> Result<()> {
-        let version = rows.version;
-        let mut docs: Vec<(String, String)> =
+        let end = rows.end;
+        let version = |scope: &Scope| rows.versions.get(scope).copied().unwrap_or_default();
+        let mut docs: Vec<(String, u64, String)> =
             Vec::with_capacity(rows.views.len() + rows.sources.len());
         for (scope, kind, doc) in rows.views {
-            docs.push((view_sk(&scope, kind), doc));
+            docs.push((view_sk(&scope, kind), version(&scope), doc));
         }
         for (name, doc) in rows.sources {
-            docs.push((source_sk(&name), doc));
+            let version = version(&Scope::Source(name.clone()));
+            docs.push((source_sk(&name), version, doc));
         }
-        let writes = docs.into_iter().map(|(sk, doc)| async move {
+        let writes = docs.into_iter().map(|(sk, version, doc)| async move {
             let chunks = text_chunks(&doc);
             for (chunk, text) in chunks.iter().enumerate().rev() {
                 let mut item = Item::new();
@@ -1053,10 +1145,11 @@ impl DynamoStore {
                 item.insert("kind".into(), s("row"));
                 item.insert("doc".into(), s(*text));
                 item.insert(VERSION.into(), n(version));
+                item.insert(WINDOW_END.into(), n(end));
                 if chunk == 0 {
                     item.insert(CHUNKS.into(), n(chunks.len()));
                 }
-                self.put_row(item, version).await?;
+                self.put_row(item, version, end).await?;
             }
             Ok::<(), StoreError>(())
         });
@@ -1068,14 +1161,21 @@ impl DynamoStore {
         Ok(())
     }
 
-    async fn put_row(&self, item: Item, version: u64) -> Result<()> {
+    /// Puts a row's chunk unless the stored one is as new: a higher
+    /// version, or the same with windows ending as late (losing is not an
+    /// error).
+    async fn put_row(&self, item: Item, version: u64, end: Millis) -> Result<()> {
         let sent = self
             .client
             .put_item()
             .table_name(&*self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR version < :v")
+            .condition_expression(
+                "attribute_not_exists(pk) OR version < :v \
+                 OR (version = :v AND (attribute_not_exists(wend) OR wend < :e))",
+            )
             .expression_attribute_values(":v", n(version))
+            .expression_attribute_values(":e", n(end))
             .send()
             .await;
         match sent {
@@ -1109,7 +1209,8 @@ impl DynamoStore {
             if chunks == 1 {
                 return Ok(Some(doc));
             }
-            let version = first.get(VERSION).cloned();
+            let stamp = |item: &Item| (item.get(VERSION).cloned(), item.get(WINDOW_END).cloned());
+            let version = stamp(&first);
             let keys = (1..chunks).map(|c| (ROWS_KEY.to_owned(), row_chunk_sk(sk, c)));
             let mut rest: BTreeMap<String, Item> = BTreeMap::new();
             for item in self.batch_get_with(keys.collect(), false).await? {
@@ -1118,7 +1219,7 @@ impl DynamoStore {
             let mut whole = true;
             for c in 1..chunks {
                 match rest.get(&row_chunk_sk(sk, c)) {
-                    Some(item) if item.get(VERSION) == version.as_ref() => {
+                    Some(item) if stamp(item) == version => {
                         doc.push_str(get_s(item, "doc")?);
                     }
                     _ => whole = false,
@@ -1133,7 +1234,8 @@ impl DynamoStore {
     }
 
     /// A transaction's `Put` of `item`, conditional on the stored item's
-    /// `attribute` being `expected` (0: on there being no item).
+    /// `attribute` being `expected` (0: on its having none, or there being
+    /// no item).
     fn put_expecting(
         &self,
         item: Item,
@@ -1142,7 +1244,8 @@ impl DynamoStore {
     ) -> Result<TransactWriteItem> {
         let put = Put::builder().table_name(&*self.table).set_item(Some(item));
         let put = if expected == 0 {
-            put.condition_expression("attribute_not_exists(pk)")
+            put.condition_expression("attribute_not_exists(#a)")
+                .expression_attribute_names("#a", attribute)
         } else {
             put.condition_expression("#a = :a")
                 .expression_attribute_names("#a", attribute)

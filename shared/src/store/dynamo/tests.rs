@@ -1,7 +1,7 @@
 //! The DynamoDB adapter against a real DynamoDB wire-protocol server (see
 //! [`super::testing`]).
 
-use super::state::{AggState, RowsWrite, ScopeItem, StateCommit};
+use super::state::{row_version, AggState, Commit, RowsWrite, ScopeItem, Versioned};
 use super::testing::fresh_store;
 use super::*;
 use crate::domain::fold::{ScopeState, SummaryKey};
@@ -232,22 +232,37 @@ async fn rows_read_back_with_one_get_and_never_go_back_a_version() {
         .await
         .expect("view")
         .is_none());
-    let rows = |version: u64, doc: &str| RowsWrite {
-        version,
+    let rows = |version: u64, end: i64, doc: &str| RowsWrite {
+        end,
+        versions: [(gh.clone(), version)].into_iter().collect(),
         views: vec![(gh.clone(), ExposeKind::DayAverage, doc.to_owned())],
         sources: vec![("gh".into(), format!(r#"{{"name":"gh","v":{version}}}"#))],
     };
     store
-        .write_rows(rows(2, r#"{"v":2}"#))
+        .write_rows(rows(2, 60_000, r#"{"v":2}"#))
         .await
         .expect("write");
-    // An older render arriving late changes nothing.
+    // An older render arriving late changes nothing, nor does one of the
+    // same version with windows ending earlier.
+    for (version, end) in [(1, 120_000), (2, 0)] {
+        store
+            .write_rows(rows(version, end, r#"{"v":1}"#))
+            .await
+            .expect("write");
+    }
+    let got = store.view(&gh, ExposeKind::DayAverage).await.expect("view");
+    assert_eq!(got.as_deref(), Some(r#"{"v":2}"#));
+    // The same version with windows ending later (a roll) replaces it.
     store
-        .write_rows(rows(1, r#"{"v":1}"#))
+        .write_rows(rows(2, 120_000, r#"{"v":2,"rolled":true}"#))
         .await
         .expect("write");
     let got = store.view(&gh, ExposeKind::DayAverage).await.expect("view");
-    assert_eq!(got.as_deref(), Some(r#"{"v":2}"#));
+    assert_eq!(got.as_deref(), Some(r#"{"v":2,"rolled":true}"#));
+    // Any generation's rows rank above those of earlier ones and above
+    // the state versions earlier releases stamped.
+    assert!(row_version(0, 1) > (1 << 40) - 1);
+    assert!(row_version(1, 1) > row_version(0, (1 << 40) - 1));
     assert!(store
         .view(&Scope::All, ExposeKind::DayAverage)
         .await
@@ -333,50 +348,45 @@ fn minute(index: i64) -> (u64, SummaryKey) {
     )
 }
 
-/// An applied set is replaced only if it still holds what was read: a
-/// commit planned on a stale read of it is cancelled (a conflict), so no
-/// commit can drop marks another one stored.
+/// Versions as a commit writes them: none read (a new item).
+fn fresh<K>(items: Vec<(K, Summary)>) -> Vec<(K, Versioned<Summary>)> {
+    items
+        .into_iter()
+        .map(|(k, value)| (k, Versioned { value, version: 0 }))
+        .collect()
+}
+
+/// Each commit's marks are an item of its own: commits adding marks to
+/// the same second never contend, and a read finds them all.
 #[tokio::test]
-async fn applied_sets_are_replaced_only_as_read() {
-    use super::state::AppliedWrite;
+async fn marks_of_commits_in_one_second_are_all_kept() {
     let Some(store) = store().await else { return };
-    let commit = |version: u64, marks: &[u64], read: usize| {
+    let commit = |marks: &[u64]| {
         let store = store.clone();
-        let write = AppliedWrite {
-            second: 5,
-            marks: marks.iter().copied().collect(),
-            read,
-        };
+        let marks = [(5, marks.to_vec())].into_iter().collect();
         async move {
             store
-                .commit_state(StateCommit {
-                    state: &AggState {
-                        version,
-                        ..AggState::default()
-                    },
-                    applied: &[write],
-                    scopes: &[],
-                    summaries: &[],
+                .commit(Commit {
+                    marks,
+                    ..Commit::default()
                 })
                 .await
         }
     };
-    commit(1, &[1], 0).await.expect("first");
-    // Planned as if the set were absent: refused, and the mark stays.
-    assert!(matches!(
-        commit(2, &[2], 0).await,
-        Err(StoreError::Conflict(_))
-    ));
-    let seconds = [5].into_iter().collect();
+    let (a, b) = tokio::join!(commit(&[1, 2]), commit(&[3]));
+    a.expect("first");
+    b.expect("second");
+    commit(&[4]).await.expect("third");
+    let seconds = [4, 5].into_iter().collect();
     let read = store.read_applied(&seconds).await.expect("read");
-    assert_eq!(read[&5].iter().copied().collect::<Vec<_>>(), [1]);
-    commit(2, &[1, 2], 1).await.expect("as read");
-    let read = store.read_applied(&seconds).await.expect("read");
-    assert_eq!(read[&5].iter().copied().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(read.len(), 1, "no marks in second 4: {read:?}");
+    assert_eq!(read[&5].iter().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
 }
 
+/// The state item is written only as read: a writer that read an older
+/// version loses, and nothing it sent lands.
 #[tokio::test]
-async fn aggregate_commits_are_conditional_on_the_state_version() {
+async fn state_writes_are_conditional_on_the_version_read() {
     let Some(store) = store().await else { return };
     assert_eq!(store.read_state().await.expect("read"), AggState::default());
     let mut state = AggState {
@@ -384,29 +394,74 @@ async fn aggregate_commits_are_conditional_on_the_state_version() {
         rendered_end: 60_000,
         ..AggState::default()
     };
-    let commit = |state: &AggState| {
-        let state = state.clone();
+    store.write_state(&state).await.expect("first write");
+    assert_eq!(store.read_state().await.expect("read"), state);
+    let stale = AggState {
+        rendered_end: 0,
+        ..state.clone()
+    };
+    assert!(matches!(
+        store.write_state(&stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.read_state().await.expect("read"), state);
+    state.version = 2;
+    store.write_state(&state).await.expect("next write");
+    assert!(matches!(
+        store.write_state(&state).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+/// Each summary and scope item a commit replaces is conditional on the
+/// version read: a commit planned on a stale read is refused whole, and
+/// commits of different aggregates never meet.
+#[tokio::test]
+async fn aggregate_commits_are_conditional_on_each_items_version() {
+    let Some(store) = store().await else { return };
+    let gh = Scope::Source("gh".into());
+    let commit = |key: (u64, SummaryKey), values: &[f64], version: u64| {
         let store = store.clone();
+        let summary = Versioned {
+            value: summary_of(values),
+            version,
+        };
+        let scope = (key.0, key.1.scope.clone());
+        let item = ScopeItem {
+            version,
+            ..ScopeItem::default()
+        };
         async move {
             store
-                .commit_state(StateCommit {
-                    summaries: &[(minute(5), summary_of(&[1.0]))],
-                    ..StateCommit::state_only(&state)
+                .commit(Commit {
+                    scopes: &[(scope, item)],
+                    summaries: &[(key, summary)],
+                    ..Commit::default()
                 })
                 .await
         }
     };
-    commit(&state).await.expect("first commit");
-    assert_eq!(store.read_state().await.expect("read"), state);
-    // A second writer that read version 0 loses, and nothing it sent lands.
-    let mut stale = state.clone();
-    stale.rendered_end = 0;
-    assert!(matches!(commit(&stale).await, Err(StoreError::Conflict(_))));
-    assert_eq!(store.read_state().await.expect("read"), state);
-    state.version = 2;
-    commit(&state).await.expect("next commit");
-    state.version = 2;
-    assert!(matches!(commit(&state).await, Err(StoreError::Conflict(_))));
+    commit(minute(5), &[1.0], 0).await.expect("first commit");
+    // Planned as if the summary were new: refused, and nothing lands.
+    assert!(matches!(
+        commit(minute(5), &[2.0], 0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let read = store.read_summaries(&[minute(5)]).await.expect("read");
+    assert_eq!(read[&minute(5)].value, summary_of(&[1.0]));
+    assert_eq!(read[&minute(5)].version, 1);
+    let scopes = store.read_scopes(&[(1, gh.clone())]).await.expect("read");
+    assert_eq!(scopes[&(1, gh.clone())].version, 1);
+    commit(minute(5), &[1.0, 2.0], 1).await.expect("as read");
+    // Another aggregate's commit does not care what this one did.
+    let mut other = minute(5);
+    other.1.scope = Scope::Source("other".into());
+    commit(other, &[3.0], 0).await.expect("another aggregate");
+    let read = store.read_summaries(&[minute(5)]).await.expect("read");
+    assert_eq!(
+        (read[&minute(5)].value.events, read[&minute(5)].version),
+        (2, 2)
+    );
 }
 
 #[tokio::test]
@@ -444,22 +499,20 @@ async fn summaries_read_back_by_key_and_by_index_range() {
     scope_state
         .fields
         .admit(&[("x".to_owned(), 1.0)].into_iter().collect(), 5, 10);
-    let scope_item = ScopeItem {
+    let mut scope_item = ScopeItem {
         state: scope_state,
         latest: Some(r#"{"type":"latest"}"#.into()),
+        version: 0,
     };
     store
-        .commit_state(StateCommit {
-            applied: &[],
-            state: &AggState {
-                version: 1,
-                ..AggState::default()
-            },
+        .commit(Commit {
             scopes: &[((1, gh.clone()), scope_item.clone())],
-            summaries: &all,
+            summaries: &fresh(all),
+            ..Commit::default()
         })
         .await
         .expect("commit");
+    scope_item.version = 1;
     let ranged = store
         .query_summaries(1, &gh, Tier::Minute, -1..60)
         .await
@@ -483,7 +536,7 @@ async fn summaries_read_back_by_key_and_by_index_range() {
         .await
         .expect("read");
     assert_eq!(by_key.len(), 2);
-    assert_eq!(by_key[&hour], summary_of(&[7.0]));
+    assert_eq!(by_key[&hour].value, summary_of(&[7.0]));
     let scopes = store.query_scopes(1).await.expect("scopes");
     assert_eq!(scopes, vec![(gh.clone(), scope_item.clone())]);
     let read = store
@@ -566,12 +619,9 @@ async fn summaries_and_rows_at_the_limits_are_split_under_the_item_limit() {
         (key(Tier::Hour, 0), wide.clone()),
     ];
     store
-        .commit_state(StateCommit {
-            summaries: &summaries,
-            ..StateCommit::state_only(&AggState {
-                version: 1,
-                ..AggState::default()
-            })
+        .commit(Commit {
+            summaries: &fresh(summaries.to_vec()),
+            ..Commit::default()
         })
         .await
         .expect("a commit at the limits");
@@ -579,7 +629,7 @@ async fn summaries_and_rows_at_the_limits_are_split_under_the_item_limit() {
         .read_summaries(&[key(Tier::Minute, 10), key(Tier::Hour, 0)])
         .await
         .expect("read");
-    assert_eq!(by_key[&key(Tier::Minute, 10)], wide, "bit for bit");
+    assert_eq!(by_key[&key(Tier::Minute, 10)].value, wide, "bit for bit");
     let ranged = store
         .query_summaries(3, &gh, Tier::Minute, 0..60)
         .await
@@ -594,7 +644,8 @@ async fn summaries_and_rows_at_the_limits_are_split_under_the_item_limit() {
     );
     store
         .write_rows(RowsWrite {
-            version: 5,
+            end: 60_000,
+            versions: [(gh.clone(), 5)].into_iter().collect(),
             views: vec![(gh.clone(), ExposeKind::WeekStats, doc.clone())],
             sources: vec![],
         })
@@ -662,19 +713,16 @@ async fn one_events_largest_commit_fits_one_transaction() {
             let item = ScopeItem {
                 state: state.clone(),
                 latest: Some(latest.clone()),
+                version: 0,
             };
             ((3, scope.clone()), item)
         })
         .collect();
     store
-        .commit_state(StateCommit {
-            applied: &[],
-            state: &AggState {
-                version: 1,
-                ..AggState::default()
-            },
+        .commit(Commit {
             scopes: &items,
-            summaries: &summaries,
+            summaries: &fresh(summaries.clone()),
+            ..Commit::default()
         })
         .await
         .expect("one transaction");
@@ -691,7 +739,7 @@ async fn one_events_largest_commit_fits_one_transaction() {
         .read_summaries(&[summaries[3].0.clone()])
         .await
         .expect("read");
-    assert_eq!(read[&summaries[3].0], wide, "bit for bit");
+    assert_eq!(read[&summaries[3].0].value, wide, "bit for bit");
 }
 
 /// The test server enforces DynamoDB's size limits (scripts/moto_server.py):
@@ -781,18 +829,15 @@ async fn summaries_expire_after_their_retention() {
         },
     );
     let commit = |store: DynamoStore, version: u64| {
-        let summaries = vec![
-            (minute(200), summary_of(&[1.0])),
-            (hour.clone(), summary_of(&[1.0])),
-        ];
+        let summaries = [minute(200), hour.clone()].map(|key| {
+            let value = summary_of(&[1.0]);
+            (key, Versioned { value, version })
+        });
         async move {
             store
-                .commit_state(StateCommit {
+                .commit(Commit {
                     summaries: &summaries,
-                    ..StateCommit::state_only(&AggState {
-                        version,
-                        ..AggState::default()
-                    })
+                    ..Commit::default()
                 })
                 .await
                 .expect("commit");
@@ -816,7 +861,7 @@ async fn summaries_expire_after_their_retention() {
                 .map(|v| v.as_n().cloned().unwrap_or_default())
         }
     };
-    commit(store.clone(), 1).await;
+    commit(store.clone(), 0).await;
     let minute_pk = "m#1#s:gh".to_owned();
     assert_eq!(
         expiry(&store, minute_pk.clone(), 200).await,
@@ -830,7 +875,7 @@ async fn summaries_expire_after_their_retention() {
             minutes: Some(86_400_000 * 10),
             hours: Some(86_400_000 * 400),
         });
-    commit(both.clone(), 2).await;
+    commit(both.clone(), 1).await;
     assert_eq!(
         expiry(&both, minute_pk, 200).await,
         Some(((201 * 60_000 + 10 * 86_400_000_i64) / 1000).to_string())
@@ -887,16 +932,12 @@ async fn series_requests_and_read_units() {
             )
         })
         .collect();
-    for (version, chunk) in (1..).zip(minutes.chunks(90).chain(hours.chunks(90))) {
-        let summaries: Vec<((u64, SummaryKey), Summary)> =
-            chunk.iter().map(|k| (k.clone(), summary.clone())).collect();
+    for chunk in minutes.chunks(90).chain(hours.chunks(90)) {
+        let summaries = fresh(chunk.iter().map(|k| (k.clone(), summary.clone())).collect());
         store
-            .commit_state(StateCommit {
+            .commit(Commit {
                 summaries: &summaries,
-                ..StateCommit::state_only(&AggState {
-                    version,
-                    ..AggState::default()
-                })
+                ..Commit::default()
             })
             .await
             .expect("commit");
