@@ -37,7 +37,7 @@ use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::{window_end, Millis};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::dynamo::state::{
-    row_version, Commit, RowsWrite, ScopeItem, Versioned, MAX_TRANSACTION_ITEMS,
+    row_version, Commit, RowsWrite, ScopeItem, Versioned, ALL_EVENTS_PARTS, MAX_TRANSACTION_ITEMS,
 };
 use sygno_shared::store::dynamo::DynamoStore;
 use sygno_shared::store::{Result, StoreError};
@@ -98,11 +98,15 @@ pub const STATE_READ_MAX_AGE: Duration = Duration::from_secs(5);
 pub struct Aggregator {
     store: DynamoStore,
     max_fields: usize,
+    /// The part of the all-events aggregate this aggregator's commits
+    /// write (`ALL_EVENTS_PARTS`): chosen at random per container, so
+    /// concurrent containers rarely share one.
+    all: Scope,
     cache: tokio::sync::Mutex<Cache>,
 }
 
 #[derive(Debug, Default)]
-struct Cache {
+pub(crate) struct Cache {
     /// The live generation the folds describe.
     generation: Option<u64>,
     /// Per aggregate, the scope item version its fold describes.
@@ -131,10 +135,20 @@ impl Cache {
 
 impl Aggregator {
     pub fn new(store: DynamoStore, max_fields: usize) -> Self {
+        let part = rand::rng().random_range(0..ALL_EVENTS_PARTS);
         Aggregator {
             store,
             max_fields,
+            all: Scope::all_part(part),
             cache: tokio::sync::Mutex::new(Cache::default()),
+        }
+    }
+
+    /// The same, writing part `part` of the all-events aggregate.
+    pub fn with_all_events_part(self, part: u8) -> Self {
+        Aggregator {
+            all: Scope::all_part(part),
+            ..self
         }
     }
 
@@ -283,7 +297,7 @@ impl Aggregator {
         let read_at = std::time::Instant::now();
         cache.check_generation(state.generation);
         let live = state.generation;
-        let needed = scopes_needed(&state, events);
+        let needed = scopes_needed(&state, events, &self.all);
         let stored_scopes = store.read_scopes(&needed).await?;
         // The marks after the scope items: a commit that applied one of
         // these events wrote its source's scope item, so either this read
@@ -297,7 +311,14 @@ impl Aggregator {
             .iter()
             .map(|(k, item)| (k.clone(), item.state.clone()))
             .collect();
-        let plan = plan(&state, &states, &applied, events, self.max_fields);
+        let plan = plan(
+            &state,
+            &states,
+            &applied,
+            events,
+            &self.all,
+            self.max_fields,
+        );
         let commit = !plan.is_empty() || mode == Render::Always;
         let outcome = Outcome {
             applied: plan.applied,
@@ -379,7 +400,10 @@ impl Aggregator {
             return Ok(outcome);
         }
         // Rows of every live aggregate the batch changed: this commit's
-        // scope items, and those of earlier runs read back.
+        // scope items, those of earlier runs read back, and, for the
+        // all-events aggregate, every part, read after this commit (so of
+        // two commits to different parts at once, at least one renders
+        // both: see ARCHITECTURE.md).
         let mut items: BTreeMap<Scope, ScopeItem> = scope_items
             .into_iter()
             .filter(|((g, _), _)| *g == live)
@@ -387,7 +411,7 @@ impl Aggregator {
             .collect();
         let earlier: Vec<(u64, Scope)> = touched
             .iter()
-            .filter(|s| !items.contains_key(*s))
+            .filter(|s| !s.is_all_events() && !items.contains_key(*s))
             .map(|s| (live, s.clone()))
             .collect();
         if !earlier.is_empty() {
@@ -396,17 +420,16 @@ impl Aggregator {
                 items.insert(scope, item);
             }
         }
+        if touched.iter().any(Scope::is_all_events) {
+            for (part, item) in store.read_all_event_parts(live).await? {
+                cache.check(&part, item.version);
+                items.insert(part, item);
+            }
+        }
         let fresh: BTreeMap<SummaryKey, Summary> = summaries
             .into_iter()
             .filter(|((g, _), _)| *g == live)
             .map(|((_, k), s)| (k, s.value))
-            .collect();
-        let latest: Vec<(Scope, ExposeKind, String)> = items
-            .iter()
-            .filter_map(|(scope, item)| {
-                let doc = item.latest.clone()?;
-                Some((scope.clone(), ExposeKind::Latest, doc))
-            })
             .collect();
         let published = publish(
             store,
@@ -416,7 +439,8 @@ impl Aggregator {
                 items: &items,
                 fresh: &fresh,
                 end: window_end(now),
-                latest,
+                latest: true,
+                max_fields: self.max_fields,
             },
         )
         .await;
@@ -433,7 +457,7 @@ impl Aggregator {
             let state = self.store.read_state().await?;
             let events = std::slice::from_ref(event);
             let applied = self.store.read_applied(&seconds_needed(events)).await?;
-            let plan = plan(&state, &BTreeMap::new(), &applied, events, 0);
+            let plan = plan(&state, &BTreeMap::new(), &applied, events, &self.all, 0);
             if plan.is_empty() {
                 return Ok(Outcome {
                     skipped: 1,
@@ -499,7 +523,8 @@ impl Aggregator {
                 items: &items,
                 fresh: &BTreeMap::new(),
                 end,
-                latest: Vec::new(),
+                latest: false,
+                max_fields: self.max_fields,
             },
         )
         .await?;
@@ -533,7 +558,9 @@ fn invalidate<'a>(
 /// The window rows and `sources` entries of `scopes` in `generation`,
 /// windows ending at `end`, read from the store (`fresh`: summaries just
 /// committed, which win over what a read returns) through `caches`, a
-/// chunk of aggregates at a time (`crate::render::chunks`).
+/// chunk of aggregates at a time (`crate::render::chunks`). The parts of
+/// the all-events aggregate among `scopes` are rendered together, as the
+/// all-events rows (`crate::render::merged_rows`): pass all of them.
 pub(crate) async fn render(
     store: &DynamoStore,
     generation: u64,
@@ -541,65 +568,118 @@ pub(crate) async fn render(
     fresh: &BTreeMap<SummaryKey, Summary>,
     caches: &mut HashMap<Scope, WindowCache>,
     end: Millis,
+    max_fields: usize,
 ) -> Result<RowsWrite> {
     let mut out = RowsWrite {
         end,
         ..RowsWrite::default()
     };
-    for chunk in crate::render::chunks(scopes) {
-        let mut stored: BTreeMap<SummaryKey, Summary> = BTreeMap::new();
-        for (scope, tier, range) in crate::render::reads(chunk, caches, end) {
-            for (index, summary) in store
-                .query_summaries(generation, &scope, tier, range)
-                .await?
-            {
-                let key = SummaryKey {
-                    scope: scope.clone(),
-                    tier,
-                    index,
-                };
-                stored.insert(key, summary);
-            }
-        }
-        for (key, summary) in fresh {
-            if chunk.iter().any(|(s, _)| **s == key.scope) {
-                stored.insert(key.clone(), summary.clone());
-            }
-        }
+    let (parts, sources): (Vec<_>, Vec<_>) = scopes
+        .iter()
+        .copied()
+        .partition(|(scope, _)| scope.is_all_events());
+    for chunk in crate::render::chunks(&sources) {
+        let stored = read_windows(store, generation, chunk, fresh, caches, end).await?;
         let rendered = crate::render::rows(chunk, &stored, caches, end);
         out.views.extend(rendered.views);
         out.sources.extend(rendered.sources);
     }
+    if !parts.is_empty() {
+        let stored = read_windows(store, generation, &parts, fresh, caches, end).await?;
+        let rendered = crate::render::merged_rows(&parts, &stored, caches, end, max_fields);
+        out.views.extend(rendered.views);
+    }
     Ok(out)
 }
 
-/// Rows to render and write: the aggregates `items` of `generation`,
-/// windows ending at `end`.
-struct Publish<'a> {
+/// What the windows of `scopes` need that their caches lack, read from
+/// the store, with `fresh` laid over.
+async fn read_windows(
+    store: &DynamoStore,
     generation: u64,
-    items: &'a BTreeMap<Scope, ScopeItem>,
-    fresh: &'a BTreeMap<SummaryKey, Summary>,
+    scopes: &[(&Scope, &ScopeState)],
+    fresh: &BTreeMap<SummaryKey, Summary>,
+    caches: &mut HashMap<Scope, WindowCache>,
     end: Millis,
-    /// `latest` rows to write with them.
-    latest: Vec<(Scope, ExposeKind, String)>,
+) -> Result<BTreeMap<SummaryKey, Summary>> {
+    let mut stored: BTreeMap<SummaryKey, Summary> = BTreeMap::new();
+    for (scope, tier, range) in crate::render::reads(scopes, caches, end) {
+        for (index, summary) in store
+            .query_summaries(generation, &scope, tier, range)
+            .await?
+        {
+            let key = SummaryKey {
+                scope: scope.clone(),
+                tier,
+                index,
+            };
+            stored.insert(key, summary);
+        }
+    }
+    for (key, summary) in fresh {
+        if scopes.iter().any(|(s, _)| **s == key.scope) {
+            stored.insert(key.clone(), summary.clone());
+        }
+    }
+    Ok(stored)
+}
+
+/// Rows to render and write: the aggregates `items` of `generation`
+/// (sources, and every part of the all-events aggregate if it is among
+/// them), windows ending at `end`.
+pub(crate) struct Publish<'a> {
+    pub generation: u64,
+    pub items: &'a BTreeMap<Scope, ScopeItem>,
+    pub fresh: &'a BTreeMap<SummaryKey, Summary>,
+    pub end: Millis,
+    /// Whether to write the `latest` rows too (events change them; the
+    /// windows' end does not).
+    pub latest: bool,
+    pub max_fields: usize,
 }
 
 /// Attempts at rendering and writing a commit's rows.
 const PUBLISH_ATTEMPTS: u32 = 5;
 
 /// Renders and writes rows, each aggregate's at the version of its scope
-/// item, trying again when a summary was caught between two commits'
-/// chunks (a conflict) or the store did not answer: the commit stands
-/// whatever happens here, so a retry of the commit would find nothing to
-/// do and render nothing.
-async fn publish(store: &DynamoStore, cache: &mut Cache, rows: Publish<'_>) -> Result<()> {
+/// item (the all-events aggregate's at the sum of its parts' versions:
+/// a render that saw more commits ranks higher), trying again when a
+/// summary was caught between two commits' chunks (a conflict) or the
+/// store did not answer: the commit stands whatever happens here, so a
+/// retry of the commit would find nothing to do and render nothing.
+pub(crate) async fn publish(
+    store: &DynamoStore,
+    cache: &mut Cache,
+    rows: Publish<'_>,
+) -> Result<()> {
     let scopes: Vec<(&Scope, &ScopeState)> =
         rows.items.iter().map(|(s, i)| (s, &i.state)).collect();
-    let versions: BTreeMap<Scope, u64> = rows
-        .items
-        .iter()
-        .map(|(scope, item)| (scope.clone(), row_version(rows.generation, item.version)))
-        .collect();
+    let mut versions: BTreeMap<Scope, u64> = BTreeMap::new();
+    let mut parts_version = None::<u64>;
+    let mut latest: Vec<(Scope, ExposeKind, String)> = Vec::new();
+    let mut all_latest: Option<&ScopeItem> = None;
+    for (scope, item) in rows.items {
+        if scope.is_all_events() {
+            parts_version = Some(parts_version.unwrap_or(0) + item.version);
+            if all_latest.is_none_or(|l| l.state.latest < item.state.latest) {
+                all_latest = Some(item);
+            }
+        } else {
+            versions.insert(scope.clone(), row_version(rows.generation, item.version));
+            if let Some(doc) = item.latest.clone().filter(|_| rows.latest) {
+                latest.push((scope.clone(), ExposeKind::Latest, doc));
+            }
+        }
+    }
+    if let Some(sum) = parts_version {
+        versions.insert(Scope::All, row_version(rows.generation, sum));
+    }
+    if let Some(doc) = all_latest
+        .and_then(|i| i.latest.clone())
+        .filter(|_| rows.latest)
+    {
+        latest.push((Scope::All, ExposeKind::Latest, doc));
+    }
     let mut attempt = 1;
     loop {
         let written = async {
@@ -610,10 +690,11 @@ async fn publish(store: &DynamoStore, cache: &mut Cache, rows: Publish<'_>) -> R
                 rows.fresh,
                 &mut cache.windows,
                 rows.end,
+                rows.max_fields,
             )
             .await?;
             out.versions = versions.clone();
-            out.views.extend(rows.latest.iter().cloned());
+            out.views.extend(latest.iter().cloned());
             store.write_rows(out).await
         }
         .await;

@@ -78,6 +78,31 @@ pub fn reads(
     out
 }
 
+/// The 24-hour and 7-day windows of `scope` ending at `end`, folded
+/// through its cache from `stored`.
+fn windows_of(
+    scope: &Scope,
+    stored: &BTreeMap<SummaryKey, Summary>,
+    caches: &mut HashMap<Scope, WindowCache>,
+    end: Millis,
+) -> [Summary; 2] {
+    let cache = caches.entry(scope.clone()).or_default();
+    let windows = SPANS.map(|span| {
+        cache.fold(end, span, &mut |tier, range: Range<i64>| {
+            let key = |index| SummaryKey {
+                scope: scope.clone(),
+                tier,
+                index,
+            };
+            stored
+                .range(key(range.start)..key(range.end))
+                .map(|(_, s)| s)
+        })
+    });
+    cache.retain_used();
+    windows
+}
+
 /// The rows of `scopes` with windows ending at `end`, from `stored`
 /// (everything [`reads`] asked for, and any fresher summaries laid over).
 pub fn rows(
@@ -88,20 +113,7 @@ pub fn rows(
 ) -> Rendered {
     let mut out = Rendered::default();
     for (scope, state) in scopes {
-        let cache = caches.entry((*scope).clone()).or_default();
-        let windows = SPANS.map(|span| {
-            cache.fold(end, span, &mut |tier, range: Range<i64>| {
-                let key = |index| SummaryKey {
-                    scope: (*scope).clone(),
-                    tier,
-                    index,
-                };
-                stored
-                    .range(key(range.start)..key(range.end))
-                    .map(|(_, s)| s)
-            })
-        });
-        cache.retain_used();
+        let windows = windows_of(scope, stored, caches, end);
         for (kind, doc) in render_windows(end, &windows, state.fields.dropped_before(end)) {
             out.views.push(((*scope).clone(), kind, doc));
         }
@@ -111,6 +123,53 @@ pub fn rows(
                 render_source(name, state, &windows[1], end),
             ));
         }
+    }
+    out
+}
+
+/// The all-events aggregate's rows, from its `parts` (a store that keeps
+/// it in parts: `Scope::all_part`): each part's windows folded through its
+/// own cache, then merged, part by part in order. Each part takes at most
+/// `max_fields` fields, so their union may hold more: the rows then keep
+/// the `max_fields` fields with the most values in the 7-day window (ties
+/// by path) and count the others as dropped, with the paths every part
+/// dropped.
+pub fn merged_rows(
+    parts: &[(&Scope, &ScopeState)],
+    stored: &BTreeMap<SummaryKey, Summary>,
+    caches: &mut HashMap<Scope, WindowCache>,
+    end: Millis,
+    max_fields: usize,
+) -> Rendered {
+    let mut merged = [Summary::default(), Summary::default()];
+    let mut state = ScopeState::default();
+    for (part, part_state) in parts {
+        let windows = windows_of(part, stored, caches, end);
+        for (window, part_window) in merged.iter_mut().zip(&windows) {
+            window.merge(part_window);
+        }
+        state.merge(part_state);
+    }
+    // Paths some part dropped and none aggregated.
+    let mut dropped = state.fields.dropped_before(end);
+    let fields = merged[1].fields.len();
+    if fields > max_fields {
+        let mut ranked: Vec<(&String, u64)> =
+            merged[1].fields.iter().map(|(p, m)| (p, m.count)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let kept: std::collections::BTreeSet<String> = ranked
+            .into_iter()
+            .take(max_fields)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for window in &mut merged {
+            window.fields.retain(|path, _| kept.contains(path));
+        }
+        dropped += fields - max_fields;
+    }
+    let mut out = Rendered::default();
+    for (kind, doc) in render_windows(end, &merged, dropped) {
+        out.views.push((Scope::All, kind, doc));
     }
     out
 }

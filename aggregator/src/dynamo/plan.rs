@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use sygno_shared::domain::fold::{fold, keys_of, Batch, Scope, ScopeState, SummaryKey};
+use sygno_shared::domain::fold::{fold_into, keys_of, Batch, Scope, ScopeState, SummaryKey};
 use sygno_shared::domain::summary::Summary;
 use sygno_shared::store::dynamo::state::{
     applied_mark, received_second, AggState, AppliedSets, EventItem, NewMarks,
@@ -76,13 +76,20 @@ pub fn generations(state: &AggState) -> Vec<u64> {
     out
 }
 
+/// The aggregates a commit folds `event` into: its source's, and `all`,
+/// the part of the all-events aggregate the committing aggregator writes
+/// (`Scope::all_part`).
+fn scopes_of(event: &StreamEvent, all: &Scope) -> [Scope; 2] {
+    [all.clone(), Scope::Source(event.item.name.clone())]
+}
+
 /// The scope states [`plan`] needs for `events`: every aggregate they
-/// count in, in every generation.
-pub fn scopes_needed(state: &AggState, events: &[StreamEvent]) -> Vec<(u64, Scope)> {
+/// count in (the all-events aggregate's part `all`), in every generation.
+pub fn scopes_needed(state: &AggState, events: &[StreamEvent], all: &Scope) -> Vec<(u64, Scope)> {
     let names: BTreeSet<&str> = events.iter().map(|e| e.item.name.as_str()).collect();
     let mut out = Vec::new();
     for generation in generations(state) {
-        out.push((generation, Scope::All));
+        out.push((generation, all.clone()));
         for name in &names {
             out.push((generation, Scope::Source((*name).to_owned())));
         }
@@ -92,7 +99,8 @@ pub fn scopes_needed(state: &AggState, events: &[StreamEvent]) -> Vec<(u64, Scop
 
 /// Folds `events` (in stream order) into a plan over `state`, the stored
 /// scope states `scopes` (absent: new aggregates) and the applied marks
-/// `applied` of the events' seconds of receipt ([`seconds_needed`]).
+/// `applied` of the events' seconds of receipt ([`seconds_needed`]); the
+/// all-events aggregate's share goes to its part `all`.
 ///
 /// An event counts in the live generation unless the rebuild that made it
 /// already read it (`received_at <= floor`), and in a rebuild's next
@@ -103,6 +111,7 @@ pub fn plan(
     scopes: &BTreeMap<(u64, Scope), ScopeState>,
     applied: &AppliedSets,
     events: &[StreamEvent],
+    all: &Scope,
     max_fields: usize,
 ) -> Plan {
     let mut plan = Plan::default();
@@ -131,14 +140,16 @@ pub fn plan(
         let mut unreadable = false;
         for generation in targets {
             let batch = plan.batches.entry(generation).or_default();
-            for scope in Scope::of_event(&event.item.name) {
-                if let std::collections::btree_map::Entry::Vacant(entry) = batch.scopes.entry(scope)
+            let targets = scopes_of(event, all);
+            for scope in &targets {
+                if let std::collections::btree_map::Entry::Vacant(entry) =
+                    batch.scopes.entry(scope.clone())
                 {
                     let stored = scopes.get(&(generation, entry.key().clone()));
                     entry.insert(stored.cloned().unwrap_or_default());
                 }
             }
-            let folded = fold(batch, &event.item.as_ref(), max_fields);
+            let folded = fold_into(batch, &event.item.as_ref(), targets, max_fields);
             unreadable |= folded.unreadable;
             if !folded.latest_of.is_empty() {
                 let doc = render_latest(&event.item.as_ref());

@@ -35,16 +35,15 @@
 //! HTTP (which cannot force); no generation is ever reused.
 
 use crate::control::{RebuildRequests, RebuildState};
-use crate::dynamo::{render, retry_conflicts_with, REBUILD_PATIENCE};
+use crate::dynamo::{publish, retry_conflicts_with, Cache, Publish, REBUILD_PATIENCE};
 use crate::Clock;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
-use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::{fold, Batch, LatestKey, Scope, ScopeState, SummaryKey};
 use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::{format_rfc3339, window_end, Millis};
 use sygno_shared::store::dynamo::state::{
-    row_version, Commit, NextGeneration, ScopeItem, Versioned, MAX_TRANSACTION_ITEMS,
+    Commit, NextGeneration, ScopeItem, Versioned, MAX_TRANSACTION_ITEMS,
 };
 use sygno_shared::store::dynamo::{DynamoStore, LOG_SHARDS};
 use sygno_shared::store::StoreError;
@@ -173,7 +172,7 @@ pub async fn rebuild(
         (store, clock, &mut lease),
     )
     .await?;
-    switch(store, clock, generation, cut).await?;
+    switch(store, clock, (generation, cut), options.max_fields).await?;
     // A commit planned on the state before the switch may still write
     // the old generation for a while (`STATE_READ_MAX_AGE` plus a
     // request's timeout): delete it once no such commit can be left.
@@ -449,8 +448,8 @@ async fn merge_scopes(
 async fn switch(
     store: &DynamoStore,
     clock: &Clock,
-    generation: u64,
-    cut: Millis,
+    (generation, cut): (u64, Millis),
+    max_fields: usize,
 ) -> Result<(), RebuildError> {
     let switched = retry_conflicts_with(REBUILD_PATIENCE, || async {
         let state = store.read_state().await?;
@@ -475,27 +474,21 @@ async fn switch(
     let Some(end) = switched else {
         return Err(RebuildError::Superseded(generation));
     };
-    let scopes = store.query_scopes(generation).await?;
-    let all: Vec<(&Scope, &ScopeState)> = scopes.iter().map(|(s, i)| (s, &i.state)).collect();
-    let mut rows = render(
+    let items: BTreeMap<Scope, ScopeItem> =
+        store.query_scopes(generation).await?.into_iter().collect();
+    publish(
         store,
-        generation,
-        &all,
-        &BTreeMap::new(),
-        &mut HashMap::new(),
-        end,
+        &mut Cache::default(),
+        Publish {
+            generation,
+            items: &items,
+            fresh: &BTreeMap::new(),
+            end,
+            latest: true,
+            max_fields,
+        },
     )
     .await?;
-    rows.versions = scopes
-        .iter()
-        .map(|(scope, item)| (scope.clone(), row_version(generation, item.version)))
-        .collect();
-    rows.views.extend(scopes.iter().filter_map(|(scope, item)| {
-        item.latest
-            .clone()
-            .map(|doc| (scope.clone(), ExposeKind::Latest, doc))
-    }));
-    store.write_rows(rows).await?;
     Ok(())
 }
 

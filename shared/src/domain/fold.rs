@@ -29,6 +29,10 @@ pub enum Scope {
     All,
     /// One source's events.
     Source(String),
+    /// Part `n` (1 and up) of the all-events aggregate, on a store that
+    /// keeps it in parts, merged when read ([`Scope::all_part`]; the
+    /// DynamoDB store, so that commits of different parts never contend).
+    AllPart(u8),
 }
 
 impl Scope {
@@ -37,10 +41,24 @@ impl Scope {
         [Scope::All, Scope::Source(name.to_owned())]
     }
 
-    /// The source's name; `None` for all events.
+    /// Part `part` of the all-events aggregate: part 0 is [`Scope::All`]
+    /// itself (a store that does not split it has that part alone).
+    pub fn all_part(part: u8) -> Scope {
+        match part {
+            0 => Scope::All,
+            n => Scope::AllPart(n),
+        }
+    }
+
+    /// True for the all-events aggregate and each of its parts.
+    pub fn is_all_events(&self) -> bool {
+        matches!(self, Scope::All | Scope::AllPart(_))
+    }
+
+    /// The source's name; `None` for all events (or a part of them).
     pub fn name(&self) -> Option<&str> {
         match self {
-            Scope::All => None,
+            Scope::All | Scope::AllPart(_) => None,
             Scope::Source(name) => Some(name),
         }
     }
@@ -175,6 +193,17 @@ pub fn keys_of<'a>(events: impl IntoIterator<Item = EventRef<'a>>) -> Vec<Summar
 /// Folds one event into `batch`, each aggregate taking at most
 /// `max_fields` distinct fields in its window.
 pub fn fold(batch: &mut Batch, event: &EventRef<'_>, max_fields: usize) -> Folded {
+    fold_into(batch, event, Scope::of_event(event.name), max_fields)
+}
+
+/// [`fold`] into the aggregates `scopes` (the event's source's, and the
+/// all-events aggregate or the part of it a store's commit writes).
+pub fn fold_into(
+    batch: &mut Batch,
+    event: &EventRef<'_>,
+    scopes: [Scope; 2],
+    max_fields: usize,
+) -> Folded {
     let parsed = fields::of_stored(event.data);
     let mut folded = Folded {
         unreadable: parsed.is_none(),
@@ -182,7 +211,7 @@ pub fn fold(batch: &mut Batch, event: &EventRef<'_>, max_fields: usize) -> Folde
     };
     let fields: Fields = parsed.unwrap_or_default();
     let key = LatestKey::of(event);
-    for scope in Scope::of_event(event.name) {
+    for scope in scopes {
         let state = batch.scopes.entry(scope.clone()).or_default();
         state.events += 1;
         state.first_event_time = Some(

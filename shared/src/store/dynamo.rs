@@ -423,10 +423,44 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// [`Self::query_summaries_with`] of an aggregate as reads see it: the
+    /// all-events aggregate's parts ([`state::ALL_EVENTS_PARTS`], a
+    /// `Query` each, at once) merged index by index, part 0 first.
+    async fn query_merged_summaries(
+        &self,
+        generation: u64,
+        scope: &Scope,
+        tier: Tier,
+        range: std::ops::Range<i64>,
+        consistent: bool,
+    ) -> Result<Vec<(i64, Summary)>> {
+        if !scope.is_all_events() {
+            return self
+                .query_summaries_with(generation, scope, tier, range, consistent)
+                .await;
+        }
+        let parts = state::all_event_parts().map(|part| {
+            let range = range.clone();
+            async move {
+                self.query_summaries_with(generation, &part, tier, range, consistent)
+                    .await
+            }
+        });
+        let parts: Vec<Vec<(i64, Summary)>> = futures::future::try_join_all(parts).await?;
+        let mut merged: std::collections::BTreeMap<i64, Summary> = Default::default();
+        for (index, summary) in parts.into_iter().flatten() {
+            merged.entry(index).or_default().merge(&summary);
+        }
+        Ok(merged.into_iter().collect())
+    }
+}
+
 #[async_trait]
 impl ViewStore for DynamoStore {
     /// A `GetItem` of the state item (the live generation), one paged,
-    /// eventually consistent `Query` of the summaries' partition, and the
+    /// eventually consistent `Query` of the summaries' partition (of each
+    /// of the all-events aggregate's parts, at once), and the
     /// state again: if a rebuild switched generations meanwhile (and may
     /// be deleting the one read), or a summary was read across two
     /// commits (its chunks' versions differ), the read is made again, at
@@ -442,7 +476,7 @@ impl ViewStore for DynamoStore {
             let last = attempt == SERIES_READ_ATTEMPTS;
             let generation = self.read_state().await?.generation;
             let read = self
-                .query_summaries_with(generation, scope, tier, range.clone(), last)
+                .query_merged_summaries(generation, scope, tier, range.clone(), last)
                 .await;
             let moved = self.read_state().await?.generation != generation;
             match read {

@@ -23,7 +23,14 @@ const MAX_ITEMS: usize = 100;
 /// Without stored scope states or applied marks, at the default field
 /// limit.
 fn plan(state: &AggState, events: &[StreamEvent]) -> Plan {
-    super::plan(state, &BTreeMap::new(), &AppliedSets::new(), events, 2_000)
+    super::plan(
+        state,
+        &BTreeMap::new(),
+        &AppliedSets::new(),
+        events,
+        &Scope::All,
+        2_000,
+    )
 }
 
 /// Over the applied marks a previous plan stored.
@@ -33,6 +40,7 @@ fn plan_after(previous: &Plan, events: &[StreamEvent]) -> Plan {
         &BTreeMap::new(),
         &previous.applied_sets,
         events,
+        &Scope::All,
         2_000,
     )
 }
@@ -182,6 +190,7 @@ fn stored_scope_states_carry_on() {
         &stored,
         &first.applied_sets,
         &[event(1, 2, 0, 1, 1.0)],
+        &Scope::All,
         2_000,
     );
     assert_eq!(second.batches[&0].scopes[&Scope::All].events, 2);
@@ -190,8 +199,46 @@ fn stored_scope_states_carry_on() {
         2
     );
     assert_eq!(
-        scopes_needed(&AggState::default(), &[event(1, 2, 0, 1, 1.0)]).len(),
+        scopes_needed(&AggState::default(), &[event(1, 2, 0, 1, 1.0)], &Scope::All).len(),
         2
+    );
+}
+
+/// The all-events share of a batch goes to the part its aggregator
+/// writes, with the same deltas the unsplit aggregate would get.
+#[test]
+fn the_all_events_share_goes_to_the_aggregators_part() {
+    let batch = vec![event(1, 1, 0, 1, 1.0), event(2, 2, MINUTE_MS, 1, 3.0)];
+    let part = Scope::AllPart(3);
+    let whole = plan(&AggState::default(), &batch);
+    let split = super::plan(
+        &AggState::default(),
+        &BTreeMap::new(),
+        &AppliedSets::new(),
+        &batch,
+        &part,
+        2_000,
+    );
+    let scopes: Vec<&Scope> = split.batches[&0].scopes.keys().collect();
+    assert_eq!(scopes, [&Scope::Source("n".into()), &part]);
+    assert_eq!(
+        split.batches[&0].scopes[&part],
+        whole.batches[&0].scopes[&Scope::All]
+    );
+    for (key, delta) in &whole.batches[&0].summaries {
+        let key = match key.scope {
+            Scope::All => SummaryKey {
+                scope: part.clone(),
+                ..key.clone()
+            },
+            _ => key.clone(),
+        };
+        assert_eq!(split.batches[&0].summaries[&key], *delta);
+    }
+    assert_eq!(split.latest.keys().filter(|(_, s)| *s == part).count(), 1);
+    assert_eq!(
+        scopes_needed(&AggState::default(), &batch, &part),
+        [(0, part.clone()), (0, Scope::Source("n".into()))]
     );
 }
 

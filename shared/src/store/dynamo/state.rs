@@ -262,19 +262,39 @@ fn n(value: impl ToString) -> AttributeValue {
 /// An aggregate as keys name it: `all`, or `s:` and the source's name.
 pub fn scope_sk(scope: &Scope) -> String {
     match scope {
-        Scope::All => "all".to_owned(),
+        Scope::All => ALL_EVENTS_SK.to_owned(),
+        Scope::AllPart(part) => format!("{ALL_EVENTS_SK}~{part:02}"),
         Scope::Source(name) => format!("s:{name}"),
     }
 }
 
+/// The all-events aggregate's key, and its parts' prefix.
+const ALL_EVENTS_SK: &str = "all";
+
+/// Parts the all-events aggregate is kept in: each commit writes one of
+/// them (its aggregator's, [`Scope::all_part`]), so commits of different
+/// parts never contend; reads merge them. Part 0 is `all` itself.
+pub const ALL_EVENTS_PARTS: u8 = 8;
+
+/// Every part of the all-events aggregate, part 0 first.
+pub fn all_event_parts() -> impl Iterator<Item = Scope> {
+    (0..ALL_EVENTS_PARTS).map(Scope::all_part)
+}
+
 fn scope_of_sk(sk: &str) -> Result<Scope> {
-    match sk {
-        "all" => Ok(Scope::All),
-        _ => sk
-            .strip_prefix("s:")
-            .map(|name| Scope::Source(name.to_owned()))
-            .ok_or_else(|| StoreError::Corrupt(format!("bad scope key {sk}"))),
+    let bad = || StoreError::Corrupt(format!("bad scope key {sk}"));
+    if sk == ALL_EVENTS_SK {
+        return Ok(Scope::All);
     }
+    if let Some(part) = sk.strip_prefix("all~") {
+        return match part.parse::<u8>() {
+            Ok(n) if n > 0 && part.len() == 2 => Ok(Scope::AllPart(n)),
+            _ => Err(bad()),
+        };
+    }
+    sk.strip_prefix("s:")
+        .map(|name| Scope::Source(name.to_owned()))
+        .ok_or_else(bad)
 }
 
 fn scope_pk(generation: u64) -> String {
@@ -743,12 +763,35 @@ impl DynamoStore {
 
     /// Every aggregate's scope item in `generation` (one paged `Query`).
     pub async fn query_scopes(&self, generation: u64) -> Result<Vec<(Scope, ScopeItem)>> {
-        let items: Vec<Item> = self
+        self.query_scopes_from(generation, "").await
+    }
+
+    /// The scope items of the all-events aggregate's parts in `generation`
+    /// (one consistent `Query`; parts never written are left out).
+    pub async fn read_all_event_parts(&self, generation: u64) -> Result<Vec<(Scope, ScopeItem)>> {
+        self.query_scopes_from(generation, ALL_EVENTS_SK).await
+    }
+
+    /// The scope items in `generation` whose key begins with `prefix`.
+    async fn query_scopes_from(
+        &self,
+        generation: u64,
+        prefix: &str,
+    ) -> Result<Vec<(Scope, ScopeItem)>> {
+        // (DynamoDB refuses an empty key value: no prefix, no condition.)
+        let query = self
             .client
             .query()
             .table_name(&*self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(scope_pk(generation)))
+            .expression_attribute_values(":pk", s(scope_pk(generation)));
+        let query = if prefix.is_empty() {
+            query.key_condition_expression("pk = :pk")
+        } else {
+            query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix))
+        };
+        let items: Vec<Item> = query
             .consistent_read(true)
             .into_paginator()
             .items()
@@ -1306,10 +1349,16 @@ mod tests {
     fn scope_keys_round_trip_and_never_collide() {
         for scope in [
             Scope::All,
+            Scope::AllPart(1),
+            Scope::AllPart(ALL_EVENTS_PARTS - 1),
             Scope::Source("all".into()),
+            Scope::Source("all~01".into()),
             Scope::Source("s:x#v#1".into()),
         ] {
             assert_eq!(scope_of_sk(&scope_sk(&scope)).ok(), Some(scope));
+        }
+        for bad in ["all~00", "all~1", "all~x1", "all~"] {
+            assert!(scope_of_sk(bad).is_err(), "{bad}");
         }
         assert_ne!(
             scope_sk(&Scope::All),
