@@ -31,8 +31,7 @@ use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::time::Duration;
-use sygno_shared::domain::expose::ExposeKind;
-use sygno_shared::domain::fold::{Scope, ScopeState, SummaryKey};
+use sygno_shared::domain::fold::{LatestKey, Scope, ScopeState, SummaryKey};
 use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::{window_end, Millis};
 use sygno_shared::domain::window::WindowCache;
@@ -396,6 +395,15 @@ impl Aggregator {
                 cache.versions.insert(scope.clone(), item.version);
             }
         }
+        // The `latest` rows at once (they need no render), for the live
+        // aggregates whose `latest` this commit changed.
+        let changed_latest = scope_items
+            .iter()
+            .filter(|(key, _)| key.0 == live && plan.latest.contains_key(key))
+            .map(|((_, scope), item)| (scope, item));
+        if let Err(e) = store.write_latest(&latest_rows(changed_latest)).await {
+            tracing::warn!(error.cause_chain = ?e, "latest rows could not be written; the next commit will");
+        }
         if mode == Render::Never {
             return Ok(outcome);
         }
@@ -439,7 +447,7 @@ impl Aggregator {
                 items: &items,
                 fresh: &fresh,
                 end: window_end(now),
-                latest: true,
+                latest: false,
                 max_fields: self.max_fields,
             },
         )
@@ -632,10 +640,29 @@ pub(crate) struct Publish<'a> {
     pub items: &'a BTreeMap<Scope, ScopeItem>,
     pub fresh: &'a BTreeMap<SummaryKey, Summary>,
     pub end: Millis,
-    /// Whether to write the `latest` rows too (events change them; the
-    /// windows' end does not).
+    /// Whether to write the `latest` rows too, first (events change them;
+    /// the windows' end does not).
     pub latest: bool,
     pub max_fields: usize,
+}
+
+/// The `latest` rows of `items` (every part of the all-events aggregate
+/// offers its own: the stored row keeps the latest of them).
+fn latest_rows<'a>(
+    items: impl Iterator<Item = (&'a Scope, &'a ScopeItem)>,
+) -> Vec<(Scope, LatestKey, String)> {
+    items
+        .filter_map(|(scope, item)| {
+            let key = item.state.latest.clone()?;
+            let doc = item.latest.clone()?;
+            let scope = if scope.is_all_events() {
+                Scope::All
+            } else {
+                scope.clone()
+            };
+            Some((scope, key, doc))
+        })
+        .collect()
 }
 
 /// Attempts at rendering and writing a commit's rows.
@@ -656,29 +683,18 @@ pub(crate) async fn publish(
         rows.items.iter().map(|(s, i)| (s, &i.state)).collect();
     let mut versions: BTreeMap<Scope, u64> = BTreeMap::new();
     let mut parts_version = None::<u64>;
-    let mut latest: Vec<(Scope, ExposeKind, String)> = Vec::new();
-    let mut all_latest: Option<&ScopeItem> = None;
     for (scope, item) in rows.items {
         if scope.is_all_events() {
             parts_version = Some(parts_version.unwrap_or(0) + item.version);
-            if all_latest.is_none_or(|l| l.state.latest < item.state.latest) {
-                all_latest = Some(item);
-            }
         } else {
             versions.insert(scope.clone(), row_version(rows.generation, item.version));
-            if let Some(doc) = item.latest.clone().filter(|_| rows.latest) {
-                latest.push((scope.clone(), ExposeKind::Latest, doc));
-            }
         }
     }
     if let Some(sum) = parts_version {
         versions.insert(Scope::All, row_version(rows.generation, sum));
     }
-    if let Some(doc) = all_latest
-        .and_then(|i| i.latest.clone())
-        .filter(|_| rows.latest)
-    {
-        latest.push((Scope::All, ExposeKind::Latest, doc));
+    if rows.latest {
+        store.write_latest(&latest_rows(rows.items.iter())).await?;
     }
     let mut attempt = 1;
     loop {
@@ -694,7 +710,6 @@ pub(crate) async fn publish(
             )
             .await?;
             out.versions = versions.clone();
-            out.views.extend(latest.iter().cloned());
             store.write_rows(out).await
         }
         .await;

@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use sygno_shared::domain::event::NewEvent;
+use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::{fold, LatestKey};
 use sygno_shared::domain::limit::DEFAULT_MAX_FIELDS;
 use sygno_shared::domain::tiers::Tier;

@@ -56,7 +56,7 @@
 
 use super::{get_n, get_s, s, unavailable, DynamoStore, Item, PK, SK};
 use crate::domain::expose::ExposeKind;
-use crate::domain::fold::{Scope, ScopeState, SummaryKey};
+use crate::domain::fold::{LatestKey, Scope, ScopeState, SummaryKey};
 use crate::domain::summary::Summary;
 use crate::domain::tiers::Tier;
 use crate::domain::time::Millis;
@@ -427,6 +427,19 @@ const CHUNKS: &str = "chunks";
 const VERSION: &str = "version";
 /// A row's windows' end (ms).
 const WINDOW_END: &str = "wend";
+/// A `latest` row's event, as text ordered like [`LatestKey`].
+const LATEST_ORDER: &str = "lkey";
+
+/// `key` as text whose order is the key's: times as order-preserving
+/// digits, then the event id.
+fn latest_order(key: &LatestKey) -> String {
+    format!(
+        "{}#{}#{}",
+        index_sk(key.event_time),
+        index_sk(key.received_at),
+        key.event_id
+    )
+}
 
 /// The `sk` of chunk `chunk` of a summary: the index for chunk 0, then
 /// `<index>#01`, `<index>#02`...
@@ -1161,6 +1174,49 @@ impl DynamoStore {
             Err(SdkError::ServiceError(e)) => Err(classify_transaction(e.into_err())),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    /// Writes `latest` rows, each conditional on the stored one being of
+    /// an earlier event by the fold's order ([`LatestKey`], kept in
+    /// `lkey`): whatever order commits land in, the row ends up the
+    /// latest event's (losing is not an error). They need no render, so a
+    /// commit writes them first.
+    pub async fn write_latest(&self, rows: &[(Scope, LatestKey, String)]) -> Result<()> {
+        let writes: Vec<_> = rows
+            .iter()
+            .map(|(scope, key, doc)| async move {
+                let mut item = Item::new();
+                item.insert(PK.into(), s(ROWS_KEY));
+                item.insert(SK.into(), s(view_sk(scope, ExposeKind::Latest)));
+                item.insert("kind".into(), s("row"));
+                item.insert("doc".into(), s(doc.clone()));
+                let order = latest_order(key);
+                item.insert(LATEST_ORDER.into(), s(order.clone()));
+                let sent = self
+                    .client
+                    .put_item()
+                    .table_name(&*self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(#o) OR #o < :o")
+                    .expression_attribute_names("#o", LATEST_ORDER)
+                    .expression_attribute_values(":o", s(order))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => Ok(()),
+                    Err(SdkError::ServiceError(e)) => match e.into_err() {
+                        PutItemError::ConditionalCheckFailedException(_) => Ok(()),
+                        other => Err(unavailable(other)),
+                    },
+                    Err(e) => Err(unavailable(e)),
+                }
+            })
+            .collect();
+        let mut pending = futures::stream::iter(writes).buffer_unordered(8);
+        while let Some(result) = pending.next().await {
+            result?;
+        }
+        Ok(())
     }
 
     /// Writes rendered rows, each conditional on the stored one being of

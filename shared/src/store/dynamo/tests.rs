@@ -278,6 +278,44 @@ async fn rows_read_back_with_one_get_and_never_go_back_a_version() {
     assert_eq!(&*sources[0], r#"{"name":"gh","v":2}"#);
 }
 
+/// A `latest` row keeps the latest event by the fold's order, whatever
+/// order the writes land in (ties on time go to the later receipt, then
+/// the greater id).
+#[tokio::test]
+async fn latest_rows_keep_the_latest_event_in_any_order() {
+    use crate::domain::fold::LatestKey;
+    let Some(store) = store().await else { return };
+    let key = |event_time: i64, received_at: i64, id: &str| LatestKey {
+        event_time,
+        received_at,
+        event_id: id.into(),
+    };
+    let keys = [
+        key(-5, 9, "a"),
+        key(7, 1, "b"),
+        key(7, 2, "a"),
+        key(7, 2, "c"),
+        key(6, 100, "z"),
+    ];
+    let winner = keys.iter().max().cloned().expect("keys");
+    for order in [[0, 1, 2, 3, 4], [3, 4, 2, 0, 1], [4, 3, 2, 1, 0]] {
+        let scope = Scope::Source(format!("gh{}", order[0]));
+        for i in order {
+            let doc = format!(r#"{{"id":"{}"}}"#, keys[i].event_id);
+            store
+                .write_latest(&[(scope.clone(), keys[i].clone(), doc)])
+                .await
+                .expect("write");
+        }
+        let got = store.view(&scope, ExposeKind::Latest).await.expect("view");
+        assert_eq!(
+            got.as_deref(),
+            Some(format!(r#"{{"id":"{}"}}"#, winner.event_id).as_str()),
+            "{order:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn ping_fails_for_a_missing_table() {
     let Some(store) = store().await else { return };
