@@ -36,7 +36,8 @@ use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::{window_end, Millis};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::dynamo::state::{
-    row_version, Commit, RowsWrite, ScopeItem, Versioned, ALL_EVENTS_PARTS, MAX_TRANSACTION_ITEMS,
+    received_second, row_version, AggState, Commit, MarksKey, RowsWrite, ScopeItem, Versioned,
+    ALL_EVENTS_PARTS, MAX_TRANSACTION_ITEMS,
 };
 use sygno_shared::store::dynamo::DynamoStore;
 use sygno_shared::store::{Result, StoreError};
@@ -79,8 +80,14 @@ pub struct ApplyError {
     pub error: StoreError,
 }
 
+/// How far back (seconds) a commit checks that it reads the marks of its
+/// aggregates' last commits: marks expire after two days, and a commit a
+/// day old was visible long ago (the stream keeps records 24 hours).
+const MARKS_CHECKED_FOR: i64 = 24 * 3600;
+
 /// How old the state item's read may be when a commit planned on it is
-/// sent: older, the commit reads it again. With the client's 20 s
+/// sent: older, the commit reads it again and goes on only if the
+/// generations it planned on still hold. With the client's 20 s
 /// operation timeout this bounds how long after a rebuild's switch a
 /// commit can still write the generation it replaced (the rebuild waits
 /// its settling time, 30 s by default, before deleting it).
@@ -299,9 +306,25 @@ impl Aggregator {
         let needed = scopes_needed(&state, events, &self.all);
         let stored_scopes = store.read_scopes(&needed).await?;
         // The marks after the scope items: a commit that applied one of
-        // these events wrote its source's scope item, so either this read
-        // sees its marks or this commit's condition on that item fails.
-        let applied = store.read_applied(&seconds_needed(events)).await?;
+        // these events wrote its source's scope item, so either this
+        // commit's condition on that item fails, or that commit is the
+        // item's last (or an earlier one) and its marks are read here:
+        // checked, since a read may see part of a transaction.
+        let recent = received_second(now) - MARKS_CHECKED_FOR;
+        let last_marks: Vec<&MarksKey> = stored_scopes
+            .values()
+            .flat_map(|item| &item.last_marks)
+            .filter(|(second, _)| *second >= recent)
+            .collect();
+        let mut seconds = seconds_needed(events);
+        seconds.extend(last_marks.iter().map(|(second, _)| *second));
+        let applied = store.read_applied(&seconds).await?;
+        if last_marks.iter().any(|key| !applied.items.contains(*key)) {
+            return Err(StoreError::Conflict(
+                "an aggregate's last commit is not wholly visible yet".into(),
+            ));
+        }
+        let applied = applied.marks;
         let version_of = |key: &(u64, Scope)| stored_scopes.get(key).map_or(0, |i| i.version);
         for key in needed.iter().filter(|(g, _)| *g == live) {
             cache.check(&key.1, version_of(key));
@@ -354,15 +377,31 @@ impl Aggregator {
                     state: scope_state.clone(),
                     latest,
                     version: version_of(&key),
+                    last_marks: stored_scopes
+                        .get(&key)
+                        .map(|i| i.last_marks.clone())
+                        .unwrap_or_default(),
                 };
                 scope_items.push((key, item));
             }
         }
         let summaries: Vec<((u64, SummaryKey), Versioned<Summary>)> = merged.into_iter().collect();
         if read_at.elapsed() > STATE_READ_MAX_AGE {
-            return Err(StoreError::Conflict(
-                "the state item was read too long ago to commit on".into(),
-            ));
+            // Planning took long: go on only if the generations it planned
+            // on still hold (a rebuild may be deleting an older one).
+            let again = store.read_state().await?;
+            let layout = |s: &AggState| {
+                (
+                    s.generation,
+                    s.floor,
+                    s.next.as_ref().map(|n| (n.generation, n.cut)),
+                )
+            };
+            if layout(&again) != layout(&state) {
+                return Err(StoreError::Conflict(
+                    "the live generation changed while the commit was planned".into(),
+                ));
+            }
         }
         let committing = std::time::Instant::now();
         store
@@ -417,26 +456,49 @@ impl Aggregator {
             .filter(|((g, _), _)| *g == live)
             .map(|((_, scope), item)| (scope, item))
             .collect();
+        // What this commit wrote: its summaries are laid over what the
+        // render reads, unless another commit changed their aggregate
+        // since (then the store's are the newer).
+        let committed: HashMap<Scope, u64> = items
+            .iter()
+            .map(|(scope, item)| (scope.clone(), item.version))
+            .collect();
         let earlier: Vec<(u64, Scope)> = touched
             .iter()
             .filter(|s| !s.is_all_events() && !items.contains_key(*s))
             .map(|s| (live, s.clone()))
             .collect();
-        if !earlier.is_empty() {
-            for ((_, scope), item) in store.read_scopes(&earlier).await? {
-                cache.check(&scope, item.version);
-                items.insert(scope, item);
+        let read = async {
+            let mut read = Vec::new();
+            if !earlier.is_empty() {
+                let found = store.read_scopes(&earlier).await?;
+                read.extend(found.into_iter().map(|((_, scope), item)| (scope, item)));
             }
-        }
-        if touched.iter().any(Scope::is_all_events) {
-            for (part, item) in store.read_all_event_parts(live).await? {
-                cache.check(&part, item.version);
-                items.insert(part, item);
+            if touched.iter().any(Scope::is_all_events) {
+                read.extend(store.read_all_event_parts(live).await?);
+            }
+            Ok::<_, StoreError>(read)
+        };
+        match read.await {
+            Ok(read) => {
+                for (scope, item) in read {
+                    cache.check(&scope, item.version);
+                    items.insert(scope, item);
+                }
+            }
+            Err(e) => {
+                // The events are committed; the next render or roll
+                // writes the rows.
+                tracing::warn!(error.cause_chain = ?e, "rows could not be rendered; the next render will");
+                return Ok(outcome);
             }
         }
         let fresh: BTreeMap<SummaryKey, Summary> = summaries
             .into_iter()
-            .filter(|((g, _), _)| *g == live)
+            .filter(|((g, k), _)| {
+                *g == live
+                    && items.get(&k.scope).map(|i| i.version) == committed.get(&k.scope).copied()
+            })
             .map(|((_, k), s)| (k, s.value))
             .collect();
         let published = publish(
@@ -464,7 +526,11 @@ impl Aggregator {
         retry_conflicts(|| async {
             let state = self.store.read_state().await?;
             let events = std::slice::from_ref(event);
-            let applied = self.store.read_applied(&seconds_needed(events)).await?;
+            let applied = self
+                .store
+                .read_applied(&seconds_needed(events))
+                .await?
+                .marks;
             let plan = plan(&state, &BTreeMap::new(), &applied, events, &self.all, 0);
             if plan.is_empty() {
                 return Ok(Outcome {
@@ -531,7 +597,8 @@ impl Aggregator {
                 items: &items,
                 fresh: &BTreeMap::new(),
                 end,
-                latest: false,
+                // Again, in case a commit's write of them failed.
+                latest: true,
                 max_fields: self.max_fields,
             },
         )
@@ -593,8 +660,15 @@ pub(crate) async fn render(
         out.sources.extend(rendered.sources);
     }
     if !parts.is_empty() {
-        let stored = read_windows(store, generation, &parts, fresh, caches, end).await?;
-        let rendered = crate::render::merged_rows(&parts, &stored, caches, end, max_fields);
+        // A part at a time: only one part's summaries are held at once.
+        let mut windows = Vec::with_capacity(parts.len());
+        for part in &parts {
+            let one = std::slice::from_ref(part);
+            let stored = read_windows(store, generation, one, fresh, caches, end).await?;
+            let folded = crate::render::windows_of(part.0, &stored, caches, end);
+            windows.push((folded, part.1));
+        }
+        let rendered = crate::render::merged_rows(&windows, end, max_fields);
         out.views.extend(rendered.views);
     }
     Ok(out)
@@ -693,12 +767,15 @@ pub(crate) async fn publish(
     if let Some(sum) = parts_version {
         versions.insert(Scope::All, row_version(rows.generation, sum));
     }
-    if rows.latest {
-        store.write_latest(&latest_rows(rows.items.iter())).await?;
-    }
+    let latest = if rows.latest {
+        latest_rows(rows.items.iter())
+    } else {
+        Vec::new()
+    };
     let mut attempt = 1;
     loop {
         let written = async {
+            store.write_latest(&latest).await?;
             let mut out = render(
                 store,
                 rows.generation,

@@ -80,7 +80,7 @@ pub fn reads(
 
 /// The 24-hour and 7-day windows of `scope` ending at `end`, folded
 /// through its cache from `stored`.
-fn windows_of(
+pub fn windows_of(
     scope: &Scope,
     stored: &BTreeMap<SummaryKey, Summary>,
     caches: &mut HashMap<Scope, WindowCache>,
@@ -128,24 +128,21 @@ pub fn rows(
 }
 
 /// The all-events aggregate's rows, from its `parts` (a store that keeps
-/// it in parts: `Scope::all_part`): each part's windows folded through its
-/// own cache, then merged, part by part in order. Each part takes at most
+/// it in parts: `Scope::all_part`): each part's windows ([`windows_of`])
+/// and scope state, merged part by part in order. Each part takes at most
 /// `max_fields` fields, so their union may hold more: the rows then keep
 /// the `max_fields` fields with the most values in the 7-day window (ties
 /// by path) and count the others as dropped, with the paths every part
 /// dropped.
 pub fn merged_rows(
-    parts: &[(&Scope, &ScopeState)],
-    stored: &BTreeMap<SummaryKey, Summary>,
-    caches: &mut HashMap<Scope, WindowCache>,
+    parts: &[([Summary; 2], &ScopeState)],
     end: Millis,
     max_fields: usize,
 ) -> Rendered {
     let mut merged = [Summary::default(), Summary::default()];
     let mut state = ScopeState::default();
-    for (part, part_state) in parts {
-        let windows = windows_of(part, stored, caches, end);
-        for (window, part_window) in merged.iter_mut().zip(&windows) {
+    for (windows, part_state) in parts {
+        for (window, part_window) in merged.iter_mut().zip(windows) {
             window.merge(part_window);
         }
         state.merge(part_state);

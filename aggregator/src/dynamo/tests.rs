@@ -1143,3 +1143,127 @@ async fn rebuild_commits_outlast_many_conflicts() {
     assert!(matches!(impatient, Err(StoreError::Conflict(_))));
     assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// A commit that reads a source's scope item but not yet the marks item
+/// the item names (a read may see part of a transaction: `Query` is only
+/// read-committed) does not plan on that read: it reads again, and rather
+/// fails than count an event twice.
+#[tokio::test]
+async fn a_scope_item_whose_marks_are_not_visible_yet_is_read_again() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let Some((store, _)) = fresh_store("sygno-agg-marks").await else {
+        return;
+    };
+    let agg = aggregator(&store);
+    write(&store, [new_event(1, NOW - 1_000)]).await;
+    let records = stream_records(&store).await;
+    assert!(failures(&handle(&agg, &batch(&records), NOW).await).is_empty());
+    let source = (0, Scope::Source(new_event(1, NOW).name));
+    let item = store
+        .read_scopes(std::slice::from_ref(&source))
+        .await
+        .expect("read")[&source]
+        .clone();
+    assert_eq!(item.last_marks.len(), 1);
+    let (second, commit) = item.last_marks[0].clone();
+    let key = |name: &str, value: String| (name.to_owned(), AttributeValue::S(value));
+    let marks_key: HashMap<String, AttributeValue> = [
+        key("pk", format!("ap#{second}")),
+        key("sk", format!("c#{commit}")),
+    ]
+    .into();
+    let hidden = store
+        .client()
+        .delete_item()
+        .table_name(store.table())
+        .set_key(Some(marks_key))
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+        .send()
+        .await
+        .expect("delete")
+        .attributes
+        .expect("the marks item existed");
+    // Redelivered while its marks are out of sight: not applied again.
+    let response = handle(&agg, &batch(&records), NOW).await;
+    assert_eq!(failures(&response).len(), 1, "reported for a retry");
+    assert_eq!(
+        scope_row(&store, &source.1, ExposeKind::DayStats).await["count"],
+        1
+    );
+    // Once they are visible, the redelivery is skipped.
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(hidden))
+        .send()
+        .await
+        .expect("put back");
+    assert!(failures(&handle(&agg, &batch(&records), NOW).await).is_empty());
+    assert_eq!(
+        scope_row(&store, &source.1, ExposeKind::DayStats).await["count"],
+        1
+    );
+    assert_eq!(
+        scope_row(&store, &Scope::All, ExposeKind::DayStats).await["count"],
+        1
+    );
+}
+
+/// Commits of different sources by aggregators writing different parts of
+/// the all-events aggregate share no item: four instances, each with its
+/// own source and part, deliver at once, and no transaction is refused;
+/// every event counts once.
+#[tokio::test]
+async fn commits_of_different_sources_and_parts_never_contend() {
+    let log = RequestLog::default();
+    let Some(client) = testing::client(&log) else {
+        return;
+    };
+    let store = DynamoStore::new(client, &testing::table_name("sygno-agg-apart"));
+    store.create_table().await.expect("create");
+    let events: Vec<NewEvent> = (0..120)
+        .map(|i| NewEvent {
+            name: format!("gh-{}", i % 4),
+            event_time: NOW - (i as i64 % 30) * 1000,
+            ..new_event(i, NOW - 1_000)
+        })
+        .collect();
+    write(&store, events).await;
+    let records = stream_records(&store).await;
+    log.take();
+    let mut running = tokio::task::JoinSet::new();
+    for k in 0..4u8 {
+        let name = json!(format!("gh-{k}"));
+        let mine: Vec<Value> = records
+            .iter()
+            .filter(|r| r["dynamodb"]["NewImage"]["name"]["S"] == name)
+            .cloned()
+            .collect();
+        let agg = aggregator(&store).with_all_events_part(k);
+        running.spawn(async move {
+            for chunk in mine.chunks(5) {
+                deliver(&agg, chunk.to_vec()).await;
+            }
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("an instance");
+    }
+    let sent = log.take();
+    let transactions = sent.iter().filter(|s| *s == "TransactWriteItems").count();
+    assert_eq!(
+        transactions,
+        120 / 5,
+        "one transaction a batch, none refused"
+    );
+    let all = scope_row(&store, &Scope::All, ExposeKind::DayStats).await;
+    assert_eq!(all["count"], 120);
+    for k in 0..4 {
+        let source = Scope::Source(format!("gh-{k}"));
+        assert_eq!(
+            scope_row(&store, &source, ExposeKind::DayStats).await["count"],
+            30
+        );
+    }
+}

@@ -426,7 +426,7 @@ impl DynamoStore {
 impl DynamoStore {
     /// [`Self::query_summaries_with`] of an aggregate as reads see it: the
     /// all-events aggregate's parts ([`state::ALL_EVENTS_PARTS`], a
-    /// `Query` each, at once) merged index by index, part 0 first.
+    /// `Query` each, two at a time) merged index by index, part 0 first.
     async fn query_merged_summaries(
         &self,
         generation: u64,
@@ -440,17 +440,23 @@ impl DynamoStore {
                 .query_summaries_with(generation, scope, tier, range, consistent)
                 .await;
         }
-        let parts = state::all_event_parts().map(|part| {
-            let range = range.clone();
-            async move {
-                self.query_summaries_with(generation, &part, tier, range, consistent)
-                    .await
-            }
-        });
-        let parts: Vec<Vec<(i64, Summary)>> = futures::future::try_join_all(parts).await?;
+        let parts: Vec<_> = state::all_event_parts()
+            .map(|part| {
+                let range = range.clone();
+                async move {
+                    self.query_summaries_with(generation, &part, tier, range, consistent)
+                        .await
+                }
+            })
+            .collect();
+        // Two at a time, each merged as it comes: memory for two parts'
+        // summaries at most besides the merged ones.
+        let mut pending = futures::stream::iter(parts).buffered(2);
         let mut merged: std::collections::BTreeMap<i64, Summary> = Default::default();
-        for (index, summary) in parts.into_iter().flatten() {
-            merged.entry(index).or_default().merge(&summary);
+        while let Some(part) = pending.next().await {
+            for (index, summary) in part? {
+                merged.entry(index).or_default().merge(&summary);
+            }
         }
         Ok(merged.into_iter().collect())
     }
@@ -460,7 +466,7 @@ impl DynamoStore {
 impl ViewStore for DynamoStore {
     /// A `GetItem` of the state item (the live generation), one paged,
     /// eventually consistent `Query` of the summaries' partition (of each
-    /// of the all-events aggregate's parts, at once), and the
+    /// of the all-events aggregate's parts, two at a time), and the
     /// state again: if a rebuild switched generations meanwhile (and may
     /// be deleting the one read), or a summary was read across two
     /// commits (its chunks' versions differ), the read is made again, at

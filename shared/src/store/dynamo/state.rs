@@ -23,18 +23,22 @@
 //! transaction under a key of its own (so commits never contend on marks,
 //! and each event's mark is written once); `expires_at` (TTL) 2 days on.
 //! A commit reads every mark of its events' seconds (a `Query` a second).
+//! Every scope item a commit writes names its marks items (`lm`); a commit
+//! that reads a scope item also reads the marks items it names and, if
+//! one is missing (a read may see part of a transaction), reads again.
 //! An event whose mark is stored has been applied, whatever order,
 //! batching or concurrency its stream record arrives in (see
 //! ARCHITECTURE.md, "The stream aggregator"). (Tables written by earlier
 //! versions also hold one set per second, `sk` `ids`: read the same way.)
 //!
 //! # Aggregates
-//! An aggregate is all events (`all`) or one source's (`s:<name>`):
-//! [`scope_sk`]. Per generation `g`:
+//! An aggregate is all events (`all`, and its parts `all~NN`:
+//! [`ALL_EVENTS_PARTS`]) or one source's (`s:<name>`): [`scope_sk`]. Per
+//! generation `g`:
 //! - scope state: `pk` `scope#<g>`, `sk` the scope; `state` (S,
 //!   [`crate::store::codec`]), `limit` (B, the field limit), `latest` (S,
 //!   the rendered `latest` row, at most the event's 64 KiB plus its frame),
-//!   `version` (N).
+//!   `version` (N), `lm` (S: the last commit's marks items).
 //! - summaries: `pk` `m#<g>#<scope>` (minute buckets) or `h#<g>#<scope>`
 //!   (hour blocks), `sk` the index as 20 digits (order-preserving for
 //!   negative indices), `sum` the summary in [`crate::store::codec`]'s
@@ -52,7 +56,8 @@
 //! the scope item it was rendered from and its windows' end (`wend`), and
 //! is written after the commit, conditional on the stored row being older
 //! (a lower version, or the same one with an earlier end), so a slower
-//! writer never puts older rows over newer ones.
+//! writer never puts older rows over newer ones. A `latest` row carries
+//! its event's order (`lkey`) instead and keeps the latest event's.
 
 use super::{get_n, get_s, s, unavailable, DynamoStore, Item, PK, SK};
 use crate::domain::expose::ExposeKind;
@@ -134,14 +139,29 @@ pub struct Versioned<T> {
     pub version: u64,
 }
 
-/// An aggregate's state item: the scope state and its `latest` row, and
-/// the version it was read at (0: not stored yet).
+/// An aggregate's state item: the scope state and its `latest` row, the
+/// version it was read at (0: not stored yet), and the keys of the marks
+/// items the commit that wrote it stored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScopeItem {
     pub state: ScopeState,
     /// The rendered `latest` row.
     pub latest: Option<String>,
     pub version: u64,
+    /// The marks items of the last commit that applied events here: a
+    /// commit reading this item checks it also reads them (see the module
+    /// docs).
+    pub last_marks: Vec<MarksKey>,
+}
+
+/// A marks item's key: the second of receipt and the commit's id.
+pub type MarksKey = (i64, String);
+
+/// Marks read: every mark by second, and the marks items they came from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    pub marks: AppliedSets,
+    pub items: BTreeSet<MarksKey>,
 }
 
 /// The version rows rendered from an aggregate's scope item at `version`
@@ -354,11 +374,40 @@ fn scope_item_of(item: &Item) -> Result<ScopeItem> {
         Some(_) => get_u64(item, VERSION)?,
         None => 0,
     };
+    let last_marks = match item.get(LAST_MARKS) {
+        Some(value) => decode_marks_keys(value.as_s().map_err(|_| bad_last_marks())?)?,
+        None => Vec::new(),
+    };
     Ok(ScopeItem {
         state,
         latest,
         version,
+        last_marks,
     })
+}
+
+/// A scope item's attribute naming its last commit's marks items.
+const LAST_MARKS: &str = "lm";
+
+fn bad_last_marks() -> StoreError {
+    StoreError::Corrupt("bad last marks keys".into())
+}
+
+/// `second/commit` pairs joined by `,` (commit ids are hex).
+fn encode_marks_keys(keys: &[MarksKey]) -> String {
+    let pairs: Vec<String> = keys.iter().map(|(s, c)| format!("{s}/{c}")).collect();
+    pairs.join(",")
+}
+
+fn decode_marks_keys(text: &str) -> Result<Vec<MarksKey>> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (second, commit) = pair.split_once('/').ok_or_else(bad_last_marks)?;
+            let second = second.parse().map_err(|_| bad_last_marks())?;
+            Ok((second, commit.to_owned()))
+        })
+        .collect()
 }
 
 /// Sorts a failed transaction by cause: another writer came first
@@ -639,7 +688,7 @@ const MARKS: &str = "marks";
 impl DynamoStore {
     /// Every applied mark of events received in `seconds` (a consistent,
     /// paged `Query` a second, a few at once).
-    pub async fn read_applied(&self, seconds: &BTreeSet<i64>) -> Result<AppliedSets> {
+    pub async fn read_applied(&self, seconds: &BTreeSet<i64>) -> Result<Applied> {
         let reads: Vec<_> = seconds
             .iter()
             .map(|second| async move {
@@ -657,7 +706,11 @@ impl DynamoStore {
                     .await
                     .map_err(unavailable)?;
                 let mut marks = BTreeSet::new();
+                let mut commits = Vec::new();
                 for item in &items {
+                    if let Some(commit) = get_s(item, SK)?.strip_prefix(COMMIT_MARKS_PREFIX) {
+                        commits.push((*second, commit.to_owned()));
+                    }
                     let Some(AttributeValue::B(bytes)) = item.get(MARKS) else {
                         return Err(StoreError::Corrupt(
                             "applied marks item without marks".into(),
@@ -673,16 +726,17 @@ impl DynamoStore {
                             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())),
                     );
                 }
-                Ok((*second, marks))
+                Ok((*second, marks, commits))
             })
             .collect();
         let mut pending = futures::stream::iter(reads).buffer_unordered(8);
-        let mut out = AppliedSets::new();
+        let mut out = Applied::default();
         while let Some(read) = pending.next().await {
-            let (second, marks) = read?;
+            let (second, marks, commits) = read?;
             if !marks.is_empty() {
-                out.insert(second, marks);
+                out.marks.insert(second, marks);
             }
+            out.items.extend(commits);
         }
         Ok(out)
     }
@@ -776,20 +830,24 @@ impl DynamoStore {
 
     /// Every aggregate's scope item in `generation` (one paged `Query`).
     pub async fn query_scopes(&self, generation: u64) -> Result<Vec<(Scope, ScopeItem)>> {
-        self.query_scopes_from(generation, "").await
+        self.query_scopes_from(generation, "", false).await
     }
 
     /// The scope items of the all-events aggregate's parts in `generation`
-    /// (one consistent `Query`; parts never written are left out).
+    /// without their `latest` rows (one consistent `Query`; parts never
+    /// written are left out).
     pub async fn read_all_event_parts(&self, generation: u64) -> Result<Vec<(Scope, ScopeItem)>> {
-        self.query_scopes_from(generation, ALL_EVENTS_SK).await
+        self.query_scopes_from(generation, ALL_EVENTS_SK, true)
+            .await
     }
 
-    /// The scope items in `generation` whose key begins with `prefix`.
+    /// The scope items in `generation` whose key begins with `prefix`,
+    /// all of them or `without_latest`.
     async fn query_scopes_from(
         &self,
         generation: u64,
         prefix: &str,
+        without_latest: bool,
     ) -> Result<Vec<(Scope, ScopeItem)>> {
         // (DynamoDB refuses an empty key value: no prefix, no condition.)
         let query = self
@@ -797,6 +855,16 @@ impl DynamoStore {
             .query()
             .table_name(&*self.table)
             .expression_attribute_values(":pk", s(scope_pk(generation)));
+        let query = if without_latest {
+            query
+                .projection_expression("pk, sk, #state, #limit, #version, #last")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_names("#limit", "limit")
+                .expression_attribute_names("#version", VERSION)
+                .expression_attribute_names("#last", LAST_MARKS)
+        } else {
+            query
+        };
         let query = if prefix.is_empty() {
             query.key_condition_expression("pk = :pk")
         } else {
@@ -1083,7 +1151,8 @@ impl DynamoStore {
     pub async fn commit(&self, commit: Commit<'_>) -> Result<()> {
         let mut items_bytes = Vec::new();
         let mut writes = Vec::new();
-        let id = uuid::Uuid::now_v7().simple();
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let marks_keys: Vec<MarksKey> = commit.marks.keys().map(|s| (*s, id.clone())).collect();
         for (second, marks) in &commit.marks {
             let mut item = Item::new();
             item.insert(PK.into(), s(applied_pk(*second)));
@@ -1112,6 +1181,15 @@ impl DynamoStore {
                 item.insert("latest".into(), s(latest.clone()));
             }
             item.insert(VERSION.into(), n(scope_item.version + 1));
+            // This commit's marks items, or (none) the last commit's.
+            let last = if marks_keys.is_empty() {
+                &scope_item.last_marks
+            } else {
+                &marks_keys
+            };
+            if !last.is_empty() {
+                item.insert(LAST_MARKS.into(), s(encode_marks_keys(last)));
+            }
             items_bytes.push(item_bytes(&item));
             writes.push(self.put_expecting(item, VERSION, scope_item.version)?);
         }

@@ -417,8 +417,50 @@ async fn marks_of_commits_in_one_second_are_all_kept() {
     commit(&[4]).await.expect("third");
     let seconds = [4, 5].into_iter().collect();
     let read = store.read_applied(&seconds).await.expect("read");
-    assert_eq!(read.len(), 1, "no marks in second 4: {read:?}");
-    assert_eq!(read[&5].iter().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(read.marks.len(), 1, "no marks in second 4: {read:?}");
+    assert_eq!(
+        read.marks[&5].iter().copied().collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(read.items.len(), 3, "one item a commit: {read:?}");
+    // A commit's scope items name its marks items, and a read finds them.
+    let gh = (1, Scope::Source("gh".into()));
+    store
+        .commit(Commit {
+            marks: [(7, vec![9]), (8, vec![10])].into_iter().collect(),
+            scopes: &[(gh.clone(), ScopeItem::default())],
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
+    let item = store
+        .read_scopes(std::slice::from_ref(&gh))
+        .await
+        .expect("read")[&gh]
+        .clone();
+    assert_eq!(
+        item.last_marks.iter().map(|k| k.0).collect::<Vec<_>>(),
+        [7, 8]
+    );
+    let read = store
+        .read_applied(&[7, 8].into_iter().collect())
+        .await
+        .expect("read");
+    assert!(item.last_marks.iter().all(|k| read.items.contains(k)));
+    // A commit without marks keeps the names it read.
+    store
+        .commit(Commit {
+            scopes: &[(gh.clone(), item.clone())],
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
+    let again = store
+        .read_scopes(std::slice::from_ref(&gh))
+        .await
+        .expect("read")[&gh]
+        .clone();
+    assert_eq!(again.last_marks, item.last_marks);
 }
 
 /// The state item is written only as read: a writer that read an older
@@ -541,6 +583,7 @@ async fn summaries_read_back_by_key_and_by_index_range() {
         state: scope_state,
         latest: Some(r#"{"type":"latest"}"#.into()),
         version: 0,
+        last_marks: Vec::new(),
     };
     store
         .commit(Commit {
@@ -752,6 +795,7 @@ async fn one_events_largest_commit_fits_one_transaction() {
                 state: state.clone(),
                 latest: Some(latest.clone()),
                 version: 0,
+                last_marks: Vec::new(),
             };
             ((3, scope.clone()), item)
         })
