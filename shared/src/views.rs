@@ -231,6 +231,54 @@ fn window_doc<F: Serialize>(
     })
 }
 
+/// A stats row as [`derive_window`] reads it back.
+#[derive(serde::Deserialize)]
+struct StatsDocIn {
+    window_start: String,
+    window_end: String,
+    count: u64,
+    fields: BTreeMap<String, StatsFieldIn>,
+}
+
+#[derive(serde::Deserialize)]
+struct StatsFieldIn {
+    count: u64,
+    mean: Option<f64>,
+    std: Option<f64>,
+}
+
+/// The v1 row `kind` (an average or a deviation) from the stats row of
+/// the same window (`kind.stats_row()`), exactly as [`render_window`]
+/// renders it: a store that keeps only the stats rows answers the v1
+/// kinds from them. `None` if `stats` is not a stats row.
+pub fn derive_window(kind: ExposeKind, stats: &str) -> Option<String> {
+    let parsed: StatsDocIn = serde_json::from_str(stats).ok()?;
+    let value = match kind.statistic()? {
+        Statistic::Mean => |f: &StatsFieldIn| f.mean,
+        Statistic::SampleStd => |f: &StatsFieldIn| f.std,
+        Statistic::All => return None,
+    };
+    serde_json::to_string(&WindowDoc {
+        kind: kind.as_str(),
+        window_start: parsed.window_start,
+        window_end: parsed.window_end,
+        count: parsed.count,
+        fields: parsed
+            .fields
+            .iter()
+            .map(|(path, f)| {
+                let doc = ValueDoc {
+                    count: f.count,
+                    value: value(f),
+                };
+                (path.as_str(), doc)
+            })
+            .collect(),
+        fields_dropped: None,
+    })
+    .ok()
+}
+
 /// Every window row of an aggregate: `windows` holds the 24 h and the 7 d
 /// summaries ending at `end`.
 pub fn render_windows(

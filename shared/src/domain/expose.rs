@@ -92,6 +92,16 @@ impl ExposeKind {
         }
     }
 
+    /// The stats row of the same window, for the v1 window kinds (their
+    /// figures are in it: `views::derive_window`).
+    pub fn stats_row(self) -> Option<ExposeKind> {
+        match self {
+            ExposeKind::DayAverage | ExposeKind::DayDevt => Some(ExposeKind::DayStats),
+            ExposeKind::WeekAverage | ExposeKind::WeekDevt => Some(ExposeKind::WeekStats),
+            _ => None,
+        }
+    }
+
     pub fn statistic(self) -> Option<Statistic> {
         match self {
             ExposeKind::Latest => None,

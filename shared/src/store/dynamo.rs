@@ -499,10 +499,21 @@ impl ViewStore for DynamoStore {
     }
 
     /// One eventually consistent `GetItem` (and a `BatchGetItem` for the
-    /// rest of a row too large for one item).
+    /// rest of a row too large for one item). The v1 window kinds are
+    /// not stored: they are read from the stats row of their window
+    /// (`views::derive_window`), which holds their figures.
     async fn view(&self, scope: &Scope, kind: ExposeKind) -> Result<Option<Arc<str>>> {
-        let doc = self.read_row(&state::view_sk(scope, kind)).await?;
-        Ok(doc.map(Arc::from))
+        let Some(stats) = kind.stats_row() else {
+            let doc = self.read_row(&state::view_sk(scope, kind)).await?;
+            return Ok(doc.map(Arc::from));
+        };
+        let Some(doc) = self.read_row(&state::view_sk(scope, stats)).await? else {
+            return Ok(None);
+        };
+        let derived = crate::views::derive_window(kind, &doc).ok_or_else(|| {
+            StoreError::Corrupt(format!("a {} row that does not read", stats.as_str()))
+        })?;
+        Ok(Some(Arc::from(derived)))
     }
 
     /// One paged `Query` of the `sources` entries.

@@ -49,3 +49,53 @@ fn stats_rows_carry_every_statistic_and_the_drops() {
     expect![[r#"{"type":"24h_stats","window_start":"1969-12-31T00:01:00.000Z","window_end":"1970-01-01T00:01:00.000Z","count":3,"fields":{"x":{"count":2,"mean":0.0,"std":1.4142135623730951e+308,"min":-1e+308,"max":1e+308},"y":{"count":1,"mean":2.5,"std":null,"min":2.5,"max":2.5}},"fields_dropped":4}"#]]
         .assert_eq(&render_window(ExposeKind::DayStats, 60_000, &summary, 4));
 }
+
+proptest::proptest! {
+    /// The v1 rows a store derives from the stats rows are the rows
+    /// rendered directly, byte for byte, for values across the f64 range.
+    #[test]
+    fn v1_rows_derived_from_stats_rows_are_the_rendered_ones(
+        events in proptest::collection::vec(
+            proptest::collection::btree_map(
+                "[a-c]{1,2}",
+                proptest::prop_oneof![
+                    proptest::num::f64::NORMAL,
+                    proptest::num::f64::SUBNORMAL,
+                    proptest::num::f64::ZERO,
+                    -1e6..1e6f64,
+                ],
+                0..4,
+            ),
+            0..12,
+        ),
+        end in -1_000_000_000_000i64..1_000_000_000_000,
+        dropped in 0usize..5,
+    ) {
+        let mut summary = Summary::default();
+        for fields in &events {
+            summary.record(&fields.iter().map(|(k, v)| (k.clone(), *v)).collect());
+        }
+        let end = end - end.rem_euclid(60_000);
+        for kind in ExposeKind::ALL {
+            let Some(stats) = kind.stats_row() else { continue };
+            let stats_doc = render_window(stats, end, &summary, dropped);
+            proptest::prop_assert_eq!(
+                derive_window(kind, &stats_doc),
+                Some(render_window(kind, end, &summary, dropped))
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_v1_window_kinds_are_derived() {
+    let stats = render_window(ExposeKind::DayStats, 60_000, &Summary::default(), 0);
+    assert_eq!(derive_window(ExposeKind::DayStats, &stats), None);
+    assert_eq!(derive_window(ExposeKind::Latest, &stats), None);
+    assert_eq!(derive_window(ExposeKind::DayAverage, "not json"), None);
+    assert_eq!(
+        ExposeKind::WeekDevt.stats_row(),
+        Some(ExposeKind::WeekStats)
+    );
+    assert_eq!(ExposeKind::WeekStats.stats_row(), None);
+}

@@ -1297,7 +1297,8 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Writes rendered rows, each conditional on the stored one being of
+    /// Writes rendered rows (but the v1 window kinds, which reads derive
+    /// from the stats rows), each conditional on the stored one being of
     /// a lower version (a newer render wins; losing is not an error). A
     /// row larger than an item takes several (its chunk 0 last, so that a
     /// reader finding it finds the others at its version or newer).
@@ -1306,8 +1307,11 @@ impl DynamoStore {
         let version = |scope: &Scope| rows.versions.get(scope).copied().unwrap_or_default();
         let mut docs: Vec<(String, u64, String)> =
             Vec::with_capacity(rows.views.len() + rows.sources.len());
+        // The v1 window kinds are read from the stats rows: not stored.
         for (scope, kind, doc) in rows.views {
-            docs.push((view_sk(&scope, kind), version(&scope), doc));
+            if kind.stats_row().is_none() {
+                docs.push((view_sk(&scope, kind), version(&scope), doc));
+            }
         }
         for (name, doc) in rows.sources {
             let version = version(&Scope::Source(name.clone()));

@@ -228,14 +228,14 @@ async fn rows_read_back_with_one_get_and_never_go_back_a_version() {
     let Some(store) = store().await else { return };
     let gh = Scope::Source("gh".into());
     assert!(store
-        .view(&gh, ExposeKind::DayAverage)
+        .view(&gh, ExposeKind::DayStats)
         .await
         .expect("view")
         .is_none());
     let rows = |version: u64, end: i64, doc: &str| RowsWrite {
         end,
         versions: [(gh.clone(), version)].into_iter().collect(),
-        views: vec![(gh.clone(), ExposeKind::DayAverage, doc.to_owned())],
+        views: vec![(gh.clone(), ExposeKind::DayStats, doc.to_owned())],
         sources: vec![("gh".into(), format!(r#"{{"name":"gh","v":{version}}}"#))],
     };
     store
@@ -250,21 +250,21 @@ async fn rows_read_back_with_one_get_and_never_go_back_a_version() {
             .await
             .expect("write");
     }
-    let got = store.view(&gh, ExposeKind::DayAverage).await.expect("view");
+    let got = store.view(&gh, ExposeKind::DayStats).await.expect("view");
     assert_eq!(got.as_deref(), Some(r#"{"v":2}"#));
     // The same version with windows ending later (a roll) replaces it.
     store
         .write_rows(rows(2, 120_000, r#"{"v":2,"rolled":true}"#))
         .await
         .expect("write");
-    let got = store.view(&gh, ExposeKind::DayAverage).await.expect("view");
+    let got = store.view(&gh, ExposeKind::DayStats).await.expect("view");
     assert_eq!(got.as_deref(), Some(r#"{"v":2,"rolled":true}"#));
     // Any generation's rows rank above those of earlier ones and above
     // the state versions earlier releases stamped.
     assert!(row_version(0, 1) > (1 << 40) - 1);
     assert!(row_version(1, 1) > row_version(0, (1 << 40) - 1));
     assert!(store
-        .view(&Scope::All, ExposeKind::DayAverage)
+        .view(&Scope::All, ExposeKind::DayStats)
         .await
         .expect("view")
         .is_none());
@@ -313,6 +313,48 @@ async fn latest_rows_keep_the_latest_event_in_any_order() {
             Some(format!(r#"{{"id":"{}"}}"#, winner.event_id).as_str()),
             "{order:?}"
         );
+    }
+}
+
+/// The v1 window rows are not stored: a read derives them from the stats
+/// row of their window, and a rows write leaves them out.
+#[tokio::test]
+async fn v1_window_rows_are_read_from_the_stats_rows() {
+    let Some((store, log)) = fresh_store("sygno-derive").await else {
+        return;
+    };
+    let gh = Scope::Source("gh".into());
+    let mut summary = Summary::default();
+    for v in [1.0, 2.5, 4.0] {
+        summary.record(&[("x".to_owned(), v)].into_iter().collect());
+    }
+    let end = 120_000;
+    let views: Vec<(Scope, ExposeKind, String)> = ExposeKind::ALL
+        .into_iter()
+        .filter(|k| *k != ExposeKind::Latest)
+        .map(|k| {
+            (
+                gh.clone(),
+                k,
+                crate::views::render_window(k, end, &summary, 0),
+            )
+        })
+        .collect();
+    log.take();
+    store
+        .write_rows(RowsWrite {
+            end,
+            versions: [(gh.clone(), 1)].into_iter().collect(),
+            views: views.clone(),
+            sources: vec![],
+        })
+        .await
+        .expect("write");
+    assert_eq!(log.take(), ["PutItem", "PutItem"], "the two stats rows");
+    for (_, kind, doc) in &views {
+        let read = store.view(&gh, *kind).await.expect("view");
+        assert_eq!(read.as_deref(), Some(doc.as_str()), "{kind:?}");
+        assert_eq!(log.take(), ["GetItem"], "one read per expose");
     }
 }
 
