@@ -36,7 +36,7 @@ use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::{window_end, Millis};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::dynamo::state::{
-    received_second, row_version, AggState, Commit, MarksKey, RowsWrite, ScopeItem, Versioned,
+    recently_committed, row_version, AggState, Commit, MarksKey, RowsWrite, ScopeItem, Versioned,
     ALL_EVENTS_PARTS, MAX_TRANSACTION_ITEMS,
 };
 use sygno_shared::store::dynamo::DynamoStore;
@@ -79,11 +79,6 @@ pub struct ApplyError {
     #[source]
     pub error: StoreError,
 }
-
-/// How far back (seconds) a commit checks that it reads the marks of its
-/// aggregates' last commits: marks expire after two days, and a commit a
-/// day old was visible long ago (the stream keeps records 24 hours).
-const MARKS_CHECKED_FOR: i64 = 24 * 3600;
 
 /// How old the state item's read may be when a commit planned on it is
 /// sent: older, the commit reads it again and goes on only if the
@@ -309,12 +304,12 @@ impl Aggregator {
         // these events wrote its source's scope item, so either this
         // commit's condition on that item fails, or that commit is the
         // item's last (or an earlier one) and its marks are read here:
-        // checked, since a read may see part of a transaction.
-        let recent = received_second(now) - MARKS_CHECKED_FOR;
+        // checked, since a read may see part of a transaction (one that
+        // may still be landing: made within `COMMIT_IN_FLIGHT_MS`).
         let last_marks: Vec<&MarksKey> = stored_scopes
             .values()
+            .filter(|item| recently_committed(item, now))
             .flat_map(|item| &item.last_marks)
-            .filter(|(second, _)| *second >= recent)
             .collect();
         let mut seconds = seconds_needed(events);
         seconds.extend(last_marks.iter().map(|(second, _)| *second));
@@ -441,7 +436,7 @@ impl Aggregator {
             .filter(|(key, _)| key.0 == live && plan.latest.contains_key(key))
             .map(|((_, scope), item)| (scope, item));
         if let Err(e) = store.write_latest(&latest_rows(changed_latest)).await {
-            tracing::warn!(error.cause_chain = ?e, "latest rows could not be written; the next commit will");
+            tracing::warn!(error.cause_chain = ?e, "latest rows could not be written; the next roll will");
         }
         if mode == Render::Never {
             return Ok(outcome);
@@ -767,15 +762,14 @@ pub(crate) async fn publish(
     if let Some(sum) = parts_version {
         versions.insert(Scope::All, row_version(rows.generation, sum));
     }
-    let latest = if rows.latest {
-        latest_rows(rows.items.iter())
-    } else {
-        Vec::new()
-    };
+    if rows.latest {
+        if let Err(e) = store.write_latest(&latest_rows(rows.items.iter())).await {
+            tracing::warn!(error.cause_chain = ?e, "latest rows could not be written; the next roll will");
+        }
+    }
     let mut attempt = 1;
     loop {
         let written = async {
-            store.write_latest(&latest).await?;
             let mut out = render(
                 store,
                 rows.generation,
@@ -792,9 +786,17 @@ pub(crate) async fn publish(
         .await;
         match written {
             Ok(()) => {
-                // The folds hold at least what these versions stored.
+                // The folds hold at least what these versions stored,
+                // unless another container's commit may still have been
+                // landing when they were read (a read may see part of a
+                // transaction): those are read again next time.
                 for (scope, item) in rows.items {
-                    cache.versions.insert(scope.clone(), item.version);
+                    let ours = cache.versions.get(scope) == Some(&item.version);
+                    if ours || !recently_committed(item, rows.end) {
+                        cache.versions.insert(scope.clone(), item.version);
+                    } else {
+                        cache.versions.remove(scope);
+                    }
                 }
                 return Ok(());
             }

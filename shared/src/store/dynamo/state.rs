@@ -157,6 +157,32 @@ pub struct ScopeItem {
 /// A marks item's key: the second of receipt and the commit's id.
 pub type MarksKey = (i64, String);
 
+/// When the commit that wrote a marks item (or a scope item naming it)
+/// was made, by its clock: commit ids are UUIDv7, time first.
+pub fn commit_time(key: &MarksKey) -> Option<Millis> {
+    let (seconds, nanos) = uuid::Uuid::try_parse(&key.1)
+        .ok()?
+        .get_timestamp()?
+        .to_unix();
+    Millis::try_from(seconds)
+        .ok()?
+        .checked_mul(1000)?
+        .checked_add(i64::from(nanos / 1_000_000))
+}
+
+/// How long after it was made a commit's transaction may still be landing
+/// (a request times out after 20 s; the rest is a margin for clock skew
+/// between machines): older commits are wholly visible to every read.
+pub const COMMIT_IN_FLIGHT_MS: Millis = 5 * 60 * 1000;
+
+/// True if the commit that wrote `item` may still be landing at `now`: a
+/// read may see part of it (see the module docs).
+pub fn recently_committed(item: &ScopeItem, now: Millis) -> bool {
+    item.last_marks
+        .iter()
+        .any(|key| commit_time(key).is_none_or(|t| t > now - COMMIT_IN_FLIGHT_MS))
+}
+
 /// Marks read: every mark by second, and the marks items they came from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
