@@ -412,6 +412,29 @@ fn scope_item_of(item: &Item) -> Result<ScopeItem> {
     })
 }
 
+/// A conditional row write's outcome: a newer stored row (the condition
+/// failed) is not an error.
+fn unless_newer<T>(sent: std::result::Result<T, SdkError<PutItemError>>) -> Result<()> {
+    match sent {
+        Ok(_) => Ok(()),
+        Err(SdkError::ServiceError(e)) => match e.into_err() {
+            PutItemError::ConditionalCheckFailedException(_) => Ok(()),
+            other => Err(unavailable(other)),
+        },
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// Runs `writes` eight at a time (rows of many aggregates are many
+/// requests), stopping at the first error.
+async fn a_few_at_a_time(writes: Vec<impl std::future::Future<Output = Result<()>>>) -> Result<()> {
+    let mut pending = futures::stream::iter(writes).buffer_unordered(8);
+    while let Some(result) = pending.next().await {
+        result?;
+    }
+    Ok(())
+}
+
 /// A scope item's attribute naming its last commit's marks items.
 const LAST_MARKS: &str = "lm";
 
@@ -1306,21 +1329,10 @@ impl DynamoStore {
                     .expression_attribute_values(":o", s(order))
                     .send()
                     .await;
-                match sent {
-                    Ok(_) => Ok(()),
-                    Err(SdkError::ServiceError(e)) => match e.into_err() {
-                        PutItemError::ConditionalCheckFailedException(_) => Ok(()),
-                        other => Err(unavailable(other)),
-                    },
-                    Err(e) => Err(unavailable(e)),
-                }
+                unless_newer(sent)
             })
             .collect();
-        let mut pending = futures::stream::iter(writes).buffer_unordered(8);
-        while let Some(result) = pending.next().await {
-            result?;
-        }
-        Ok(())
+        a_few_at_a_time(writes).await
     }
 
     /// Writes rendered rows (but the v1 window kinds, which reads derive
@@ -1343,29 +1355,27 @@ impl DynamoStore {
             let version = version(&Scope::Source(name.clone()));
             docs.push((source_sk(&name), version, doc));
         }
-        let writes = docs.into_iter().map(|(sk, version, doc)| async move {
-            let chunks = text_chunks(&doc);
-            for (chunk, text) in chunks.iter().enumerate().rev() {
-                let mut item = Item::new();
-                item.insert(PK.into(), s(ROWS_KEY));
-                item.insert(SK.into(), s(row_chunk_sk(&sk, chunk)));
-                item.insert("kind".into(), s("row"));
-                item.insert("doc".into(), s(*text));
-                item.insert(VERSION.into(), n(version));
-                item.insert(WINDOW_END.into(), n(end));
-                if chunk == 0 {
-                    item.insert(CHUNKS.into(), n(chunks.len()));
+        let writes: Vec<_> = docs
+            .into_iter()
+            .map(|(sk, version, doc)| async move {
+                let chunks = text_chunks(&doc);
+                for (chunk, text) in chunks.iter().enumerate().rev() {
+                    let mut item = Item::new();
+                    item.insert(PK.into(), s(ROWS_KEY));
+                    item.insert(SK.into(), s(row_chunk_sk(&sk, chunk)));
+                    item.insert("kind".into(), s("row"));
+                    item.insert("doc".into(), s(*text));
+                    item.insert(VERSION.into(), n(version));
+                    item.insert(WINDOW_END.into(), n(end));
+                    if chunk == 0 {
+                        item.insert(CHUNKS.into(), n(chunks.len()));
+                    }
+                    self.put_row(item, version, end).await?;
                 }
-                self.put_row(item, version, end).await?;
-            }
-            Ok::<(), StoreError>(())
-        });
-        // A few at a time: rows of many aggregates are many requests.
-        let mut pending = futures::stream::iter(writes).buffer_unordered(8);
-        while let Some(result) = pending.next().await {
-            result?;
-        }
-        Ok(())
+                Ok::<(), StoreError>(())
+            })
+            .collect();
+        a_few_at_a_time(writes).await
     }
 
     /// Puts a row's chunk unless the stored one is as new: a higher
@@ -1385,14 +1395,7 @@ impl DynamoStore {
             .expression_attribute_values(":e", n(end))
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) => match e.into_err() {
-                PutItemError::ConditionalCheckFailedException(_) => Ok(()),
-                other => Err(unavailable(other)),
-            },
-            Err(e) => Err(unavailable(e)),
-        }
+        unless_newer(sent)
     }
 
     /// A rendered row, reassembled from its chunks (eventually consistent
