@@ -76,6 +76,19 @@ pub struct DynamoStore {
     retention: Retention,
 }
 
+/// Every item `query` matches, page after page.
+async fn query_all(
+    query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+) -> Result<Vec<Item>> {
+    query
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(unavailable)
+}
+
 fn unavailable<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
     StoreError::unavailable(e)
 }
@@ -518,20 +531,16 @@ impl ViewStore for DynamoStore {
 
     /// One paged `Query` of the `sources` entries.
     async fn sources(&self) -> Result<Vec<Arc<str>>> {
-        let items: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&*self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(ROWS_KEY))
-            .expression_attribute_values(":prefix", s(state::SOURCE_PREFIX))
-            .projection_expression("doc")
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let items: Vec<Item> = query_all(
+            self.client
+                .query()
+                .table_name(&*self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(ROWS_KEY))
+                .expression_attribute_values(":prefix", s(state::SOURCE_PREFIX))
+                .projection_expression("doc"),
+        )
+        .await?;
         items
             .iter()
             .map(|item| Ok(Arc::from(get_s(item, "doc")?)))

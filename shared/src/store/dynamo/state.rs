@@ -59,7 +59,7 @@
 //! writer never puts older rows over newer ones. A `latest` row carries
 //! its event's order (`lkey`) instead and keeps the latest event's.
 
-use super::{get_n, get_s, s, unavailable, DynamoStore, Item, PK, SK};
+use super::{get_n, get_s, query_all, s, unavailable, DynamoStore, Item, PK, SK};
 use crate::domain::expose::ExposeKind;
 use crate::domain::fold::{LatestKey, Scope, ScopeState, SummaryKey};
 use crate::domain::summary::Summary;
@@ -741,19 +741,15 @@ impl DynamoStore {
         let reads: Vec<_> = seconds
             .iter()
             .map(|second| async move {
-                let items: Vec<Item> = self
-                    .client
-                    .query()
-                    .table_name(&*self.table)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", s(applied_pk(*second)))
-                    .consistent_read(true)
-                    .into_paginator()
-                    .items()
-                    .send()
-                    .try_collect()
-                    .await
-                    .map_err(unavailable)?;
+                let items: Vec<Item> = query_all(
+                    self.client
+                        .query()
+                        .table_name(&*self.table)
+                        .key_condition_expression("pk = :pk")
+                        .expression_attribute_values(":pk", s(applied_pk(*second)))
+                        .consistent_read(true),
+                )
+                .await?;
                 let mut marks = BTreeSet::new();
                 let mut commits = Vec::new();
                 for item in &items {
@@ -921,14 +917,7 @@ impl DynamoStore {
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":prefix", s(prefix))
         };
-        let items: Vec<Item> = query
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let items: Vec<Item> = query_all(query.consistent_read(true)).await?;
         items
             .iter()
             .map(|item| Ok((scope_of_sk(get_s(item, SK)?)?, scope_item_of(item)?)))
@@ -1014,22 +1003,18 @@ impl DynamoStore {
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        let items = self
-            .client
-            .query()
-            .table_name(&*self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .expression_attribute_values(":pk", s(tier_pk(generation, scope, tier)))
-            .expression_attribute_values(":from", s(index_sk(range.start)))
-            // Past every chunk of the last index (`#` and digits < `~`).
-            .expression_attribute_values(":to", s(format!("{}#~", index_sk(range.end - 1))))
-            .consistent_read(consistent)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&*self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(tier_pk(generation, scope, tier)))
+                .expression_attribute_values(":from", s(index_sk(range.start)))
+                // Past every chunk of the last index (`#` and digits < `~`).
+                .expression_attribute_values(":to", s(format!("{}#~", index_sk(range.end - 1))))
+                .consistent_read(consistent),
+        )
+        .await?;
         // Items come in key order: each index's chunk 0, then its others.
         let mut out: Vec<(i64, Summary)> = Vec::new();
         let mut parts: Vec<Item> = Vec::new();
@@ -1067,19 +1052,15 @@ impl DynamoStore {
         }
         partitions.push(scope_pk(generation));
         for pk in partitions {
-            let keys = self
-                .client
-                .query()
-                .table_name(&*self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pk))
-                .projection_expression("pk, sk")
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(unavailable)?;
+            let keys = query_all(
+                self.client
+                    .query()
+                    .table_name(&*self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(pk))
+                    .projection_expression("pk, sk"),
+            )
+            .await?;
             for chunk in keys.chunks(25) {
                 self.delete_keys(chunk).await?;
                 deleted += chunk.len();
