@@ -9,7 +9,7 @@
 //! whose mark is stored is skipped, so each applies exactly once in any
 //! order, batching and concurrency of delivery (see ARCHITECTURE.md, "The
 //! stream aggregator").
-
+//!
 //! # Layout
 //! - [`plan`](mod@plan): pure: which events are new and what they change.
 //! - [`records`]: stream records (as Lambda delivers them) to events.

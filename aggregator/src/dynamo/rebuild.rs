@@ -172,7 +172,7 @@ pub async fn rebuild(
         (store, clock, &mut lease),
     )
     .await?;
-    switch(store, clock, (generation, cut), options.max_fields).await?;
+    switch(store, clock, generation, cut, options.max_fields).await?;
     // A commit planned on the state before the switch may still write
     // the old generation for a while (`STATE_READ_MAX_AGE` plus a
     // request's timeout): delete it once no such commit can be left.
@@ -448,7 +448,8 @@ async fn merge_scopes(
 async fn switch(
     store: &DynamoStore,
     clock: &Clock,
-    (generation, cut): (u64, Millis),
+    generation: u64,
+    cut: Millis,
     max_fields: usize,
 ) -> Result<(), RebuildError> {
     let switched = retry_conflicts_with(REBUILD_PATIENCE, || async {

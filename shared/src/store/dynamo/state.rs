@@ -388,6 +388,15 @@ fn opt_n(item: &Item, name: &str) -> Result<Option<i64>> {
         .transpose()
 }
 
+/// An item's `version` as a commit reads it: 0 when it has none (absent,
+/// or written before items carried one).
+fn stored_version(item: &Item) -> Result<u64> {
+    match item.get(VERSION) {
+        Some(_) => get_u64(item, VERSION),
+        None => Ok(0),
+    }
+}
+
 fn scope_item_of(item: &Item) -> Result<ScopeItem> {
     let limit = match item.get("limit") {
         Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
@@ -396,10 +405,7 @@ fn scope_item_of(item: &Item) -> Result<ScopeItem> {
     let state = codec::decode_scope(get_s(item, "state")?, &limit)
         .map_err(|e| StoreError::Corrupt(format!("scope state: {e}")))?;
     let latest = item.get("latest").and_then(|v| v.as_s().ok()).cloned();
-    let version = match item.get(VERSION) {
-        Some(_) => get_u64(item, VERSION)?,
-        None => 0,
-    };
+    let version = stored_version(item)?;
     let last_marks = match item.get(LAST_MARKS) {
         Some(value) => decode_marks_keys(value.as_s().map_err(|_| bad_last_marks())?)?,
         None => Vec::new(),
@@ -843,10 +849,7 @@ impl DynamoStore {
                 let chunk_key = (partition(&key), chunk_sk(key.1.index, chunk));
                 parts.push(chunks.remove(&chunk_key).ok_or_else(torn)?);
             }
-            let version = match parts[0].get(VERSION) {
-                Some(_) => get_u64(&parts[0], VERSION)?,
-                None => 0,
-            };
+            let version = stored_version(&parts[0])?;
             let value = join_summary(&parts)?;
             found.insert(key, Versioned { value, version });
         }
