@@ -34,7 +34,7 @@ use sygno_shared::store::{AggregateStore, Result};
 use sygno_shared::views::render_latest;
 
 /// Events read from the feed per step.
-pub const BATCH: usize = 4096;
+pub const BATCH: usize = 16_384;
 
 /// A batch folded: the touched scope states and summaries (whole, ready
 /// to store) and the new `latest` rows.
@@ -45,7 +45,7 @@ pub(crate) struct FoldedBatch {
 }
 
 /// Folds `events` (in sequence order) into the summaries of `generation`
-/// and the scope states in `scopes`. A summary is taken from `carried`
+/// and the scope states in `scopes`. A summary is taken out of `carried`
 /// (the previous batch's, as committed) when there, else read from
 /// `store`: consecutive batches mostly land in the same minute and hour
 /// of the same aggregates, so with many sources this saves a read per
@@ -54,7 +54,7 @@ pub(crate) async fn fold_batch(
     store: &dyn AggregateStore,
     generation: u64,
     scopes: &BTreeMap<Scope, ScopeState>,
-    carried: &BTreeMap<SummaryKey, Summary>,
+    carried: &mut BTreeMap<SummaryKey, Summary>,
     events: &[LoggedEvent],
     max_fields: usize,
 ) -> Result<FoldedBatch> {
@@ -70,8 +70,9 @@ pub(crate) async fn fold_batch(
         ..Batch::default()
     };
     for key in known {
-        let summary = carried[&key].clone();
-        batch.summaries.insert(key, summary);
+        if let Some(summary) = carried.remove(&key) {
+            batch.summaries.insert(key, summary);
+        }
     }
     for key in &keys {
         if !batch.scopes.contains_key(&key.scope) {
@@ -128,6 +129,10 @@ pub(crate) async fn render(
     end: Millis,
 ) -> Result<Rendered> {
     let mut out = Rendered::default();
+    let mut fresh_of: HashMap<&Scope, Vec<(&SummaryKey, &Summary)>> = HashMap::new();
+    for (key, summary) in fresh {
+        fresh_of.entry(&key.scope).or_default().push((key, summary));
+    }
     for chunk in crate::render::chunks(scopes) {
         let reads = render::reads(chunk, caches, end);
         let mut stored: BTreeMap<SummaryKey, Summary> = store
@@ -135,9 +140,9 @@ pub(crate) async fn render(
             .await?
             .into_iter()
             .collect();
-        for (key, summary) in fresh {
-            if chunk.iter().any(|(s, _)| **s == key.scope) {
-                stored.insert(key.clone(), summary.clone());
+        for (scope, _) in chunk {
+            for (key, summary) in fresh_of.get(scope).into_iter().flatten() {
+                stored.insert((*key).clone(), (*summary).clone());
             }
         }
         out.extend(render::rows(chunk, &stored, caches, end));

@@ -29,6 +29,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("the HTTP server failed")]
     Io(#[from] std::io::Error),
+    #[error("the aggregator's thread could not start")]
+    AggregatorThread(#[source] std::io::Error),
 }
 
 impl std::fmt::Debug for ServeError {
@@ -111,16 +113,44 @@ pub async fn serve(
         .retain(options.retention);
     let (rebuild, requests) = control::channel();
     let (stop, stopped) = watch::channel(false);
-    let worker_task = tokio::spawn(worker::run(worker, Arc::clone(&clock), requests, stopped));
+    let worker_done = on_own_thread(
+        "sygno-aggregator",
+        worker::run(worker, Arc::clone(&clock), requests, stopped),
+    )
+    .map_err(ServeError::AggregatorThread)?;
 
     let state = AppState::on_store(keys, store, Some(rebuild));
     let served = options.serve(listener, state, shutdown).await;
     tracing::info!("HTTP server stopped; stopping the aggregator");
     let _ = stop.send(true);
-    if let Err(e) = worker_task.await {
-        tracing::error!(error = %e, "aggregator task failed");
+    if worker_done.await.is_err() {
+        tracing::error!("the aggregator's thread failed");
     }
     served.map_err(ServeError::Io)
+}
+
+/// Runs `work` on an OS thread of its own, on a single-threaded runtime;
+/// the receiver completes when it has (an error: the thread panicked).
+/// The aggregator's steps hold the CPU for milliseconds at a time
+/// (folding thousands of events, rendering hundreds of aggregates): on
+/// the server's runtime they would hold up the requests queued on the
+/// runtime thread they ran on, while the OS scheduler shares the cores
+/// between the two fairly.
+fn on_own_thread(
+    name: &str,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            runtime.block_on(work);
+            let _ = done.send(());
+        })?;
+    Ok(finished)
 }
 
 /// Serves the API on a DynamoDB table until `shutdown` completes: the

@@ -61,7 +61,15 @@ pub async fn rebuild(
             break;
         };
         let last = last.seq;
-        let folded = fold_batch(store, generation, &scopes, &carried, &events, max_fields).await?;
+        let folded = fold_batch(
+            store,
+            generation,
+            &scopes,
+            &mut carried,
+            &events,
+            max_fields,
+        )
+        .await?;
         summaries += folded.batch.summaries.len();
         store
             .commit(AggregateCommit {

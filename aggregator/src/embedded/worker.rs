@@ -11,8 +11,8 @@ use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::{Scope, ScopeState, SummaryKey};
 use sygno_shared::domain::series::Retention;
 use sygno_shared::domain::summary::Summary;
-use sygno_shared::domain::tiers::Tier;
-use sygno_shared::domain::time::{window_end, Millis, HOUR_MS};
+use sygno_shared::domain::tiers::{Tier, BLOCK_BUCKETS};
+use sygno_shared::domain::time::{bucket_of, window_end, Millis, HOUR_MS};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::{AggregateCommit, AggregateStore, ChangeFeed, Result};
 use sygno_shared::telemetry::{self, metric};
@@ -46,8 +46,8 @@ pub struct Worker {
     generation: u64,
     scopes: BTreeMap<Scope, ScopeState>,
     caches: HashMap<Scope, WindowCache>,
-    /// The last batch's summaries as committed, under live load (see
-    /// `fold_batch`).
+    /// The last batch's summaries of the current minutes and hours, as
+    /// committed (see `fold_batch` and `is_live`).
     carried: BTreeMap<SummaryKey, Summary>,
     /// Where the committed window rows end; `None` before the first commit.
     published_end: Option<Millis>,
@@ -281,7 +281,7 @@ impl Worker {
             self.store.as_ref(),
             self.generation,
             &self.scopes,
-            &self.carried,
+            &mut self.carried,
             events,
             self.max_fields,
         )
@@ -347,14 +347,16 @@ impl Worker {
             self.unrendered.extend(batch.scopes.keys().cloned());
         }
         self.scopes.extend(batch.scopes);
-        // Carried only under live load: a backlog's batches spread over
-        // old minutes of every aggregate (little to share between two
-        // batches), and holding them would double the step's memory.
-        if self.behind {
-            self.carried.clear();
-        } else {
-            self.carried = batch.summaries;
-        }
+        // Carried: the summaries live load lands in, those of this minute
+        // and hour and the ones before (also between the steps of a busy
+        // feed, which read full batches back to back). Those of a
+        // backlog's old minutes are dropped: little is shared between two
+        // of its batches, and holding them would double a step's memory.
+        self.carried = batch
+            .summaries
+            .into_iter()
+            .filter(|(key, _)| is_live(key, end))
+            .collect();
         self.checkpoint = checkpoint;
         Ok(())
     }
@@ -380,6 +382,16 @@ impl Worker {
         self.published_end = Some(rebuilt.window_end);
         self.latest_now = self.latest_now.max(rebuilt.window_end - 1);
         self.needs_reload = false;
+    }
+}
+
+/// Whether `key` is of the minute or hour before `end` (the current
+/// window's end) or of the ones before those.
+fn is_live(key: &SummaryKey, end: Millis) -> bool {
+    let previous_minute = bucket_of(end) - 2;
+    match key.tier {
+        Tier::Minute => key.index >= previous_minute,
+        Tier::Hour => key.index >= previous_minute.div_euclid(BLOCK_BUCKETS),
     }
 }
 

@@ -19,8 +19,8 @@ use crate::domain::fields::{self, Fields};
 use crate::domain::limit::FieldLimit;
 use crate::domain::summary::Summary;
 use crate::domain::tiers::{Tier, BLOCK_BUCKETS};
-use crate::domain::time::{bucket_of, Millis};
-use std::collections::BTreeMap;
+use crate::domain::time::{bucket_of, bucket_start, Millis};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Which events an aggregate covers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -177,12 +177,18 @@ pub struct Folded {
 
 /// Every summary the events of `events` land in, each once, sorted.
 pub fn keys_of<'a>(events: impl IntoIterator<Item = EventRef<'a>>) -> Vec<SummaryKey> {
-    let mut keys: Vec<SummaryKey> = events
+    // The distinct (source, minute) pairs first, borrowed: a batch holds
+    // thousands of events and far fewer pairs.
+    let landed: BTreeSet<(&str, i64)> = events
         .into_iter()
-        .flat_map(|e| {
-            Scope::of_event(e.name)
+        .map(|e| (e.name, bucket_of(e.event_time)))
+        .collect();
+    let mut keys: Vec<SummaryKey> = landed
+        .into_iter()
+        .flat_map(|(name, minute)| {
+            Scope::of_event(name)
                 .into_iter()
-                .flat_map(move |scope| SummaryKey::of_event(&scope, e.event_time))
+                .flat_map(move |scope| SummaryKey::of_event(&scope, bucket_start(minute)))
         })
         .collect();
     keys.sort_unstable();

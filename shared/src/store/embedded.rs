@@ -288,6 +288,15 @@ fn migrate_aggregates(conn: &Connection) -> Result<()> {
             .map_err(sql_err)?;
     }
     conn.execute_batch(AGGREGATES_SCHEMA).map_err(sql_err)?;
+    // Stored before the v1 window rows were derived from the stats rows
+    // (see `write_commit`); stale since.
+    for derived in ExposeKind::ALL
+        .into_iter()
+        .filter(|k| k.stats_row().is_some())
+    {
+        conn.execute("DELETE FROM views WHERE kind = ?1", [derived.as_str()])
+            .map_err(sql_err)?;
+    }
     conn.execute_batch(&format!("PRAGMA user_version = {AGGREGATES_VERSION}"))
         .map_err(sql_err)
 }
@@ -325,11 +334,20 @@ fn load_views(conn: &Connection) -> Result<Views> {
         .map_err(sql_err)?;
     for row in rows {
         let (scope, kind, doc) = row.map_err(sql_err)?;
-        if let Some(kind) = ExposeKind::parse(&kind) {
-            views
-                .rows
-                .insert((scope_of_column(scope), kind), Arc::from(doc));
+        let Some(kind) = ExposeKind::parse(&kind) else {
+            continue;
+        };
+        let scope = scope_of_column(scope);
+        for derived in ExposeKind::ALL
+            .into_iter()
+            .filter(|d| d.stats_row() == Some(kind))
+        {
+            let row = crate::views::derive_window(derived, &doc).ok_or_else(|| {
+                StoreError::Corrupt(format!("a {} row that does not read", kind.as_str()))
+            })?;
+            views.rows.insert((scope.clone(), derived), Arc::from(row));
         }
+        views.rows.insert((scope, kind), Arc::from(doc));
     }
     let mut stmt = conn
         .prepare("SELECT name, doc FROM sources")
@@ -785,7 +803,9 @@ fn write_commit(c: &mut Connection, commit: &AggregateCommit) -> Result<()> {
         let mut put = tx
             .prepare_cached("INSERT OR REPLACE INTO views (scope, kind, doc) VALUES (?1, ?2, ?3)")
             .map_err(sql_err)?;
-        for (scope, kind, doc) in &commit.views {
+        // The v1 window kinds are derived from their stats rows at open
+        // (`load_views`): four rows fewer per aggregate and render.
+        for (scope, kind, doc) in commit.views.iter().filter(|v| v.1.stats_row().is_none()) {
             put.execute(params![scope_column(scope), kind.as_str(), doc])
                 .map_err(sql_err)?;
         }
