@@ -11,10 +11,12 @@
 //!   ([`render`], over `crate::render`).
 //!
 //! # Memory
-//! Nothing is held per minute or per hour between batches: a batch reads
-//! the summaries its events land in, and rendering reads the windows'
-//! pieces through each aggregate's [`WindowCache`], which keeps one fold
-//! per piece (about five summaries per aggregate). What stays in memory is
+//! Nothing is held per minute or per hour between batches but the last
+//! batch's summaries of the current minutes and hours (where live load
+//! lands next): a batch reads the other summaries its events land in, and
+//! rendering reads the windows' pieces through each aggregate's
+//! [`WindowCache`], which keeps one fold per piece (about five summaries
+//! per aggregate). What stays in memory is
 //! the scope states (counts, `latest`'s key, the field limit: at most a
 //! few tens of KB per aggregate) and those folds.
 
@@ -33,8 +35,13 @@ use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::{AggregateStore, Result};
 use sygno_shared::views::render_latest;
 
-/// Events read from the feed per step.
+/// Events read from the feed per step: under live load, a batch holds
+/// what arrived since the last step (see `worker::run`).
 pub const BATCH: usize = 16_384;
+
+/// Events read from the log per step of a rebuild, which carries a whole
+/// batch's summaries to the next.
+pub const REBUILD_BATCH: usize = 4_096;
 
 /// A batch folded: the touched scope states and summaries (whole, ready
 /// to store) and the new `latest` rows.

@@ -130,7 +130,9 @@ pub async fn serve(
 }
 
 /// Runs `work` on an OS thread of its own, on a single-threaded runtime;
-/// the receiver completes when it has (an error: the thread panicked).
+/// the receiver completes when it has (an error: it panicked, which is
+/// logged at once: the server goes on answering from rows that no longer
+/// change).
 /// The aggregator's steps hold the CPU for milliseconds at a time
 /// (folding thousands of events, rendering hundreds of aggregates): on
 /// the server's runtime they would hold up the requests queued on the
@@ -144,11 +146,18 @@ fn on_own_thread(
         .enable_all()
         .build()?;
     let (done, finished) = tokio::sync::oneshot::channel();
+    let thread = name.to_owned();
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            runtime.block_on(work);
-            let _ = done.send(());
+            let ran =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(work)));
+            match ran {
+                Ok(()) => {
+                    let _ = done.send(());
+                }
+                Err(_) => tracing::error!(thread, "a thread of the server panicked"),
+            }
         })?;
     Ok(finished)
 }

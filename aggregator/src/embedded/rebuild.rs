@@ -12,7 +12,7 @@
 //! may go on: events past the rebuild's checkpoint are folded by the next
 //! step.
 
-use super::{fold_batch, render, BATCH};
+use super::{fold_batch, render, REBUILD_BATCH};
 use crate::control::{RebuildState, RebuildStatus};
 use crate::Clock;
 use std::collections::{BTreeMap, HashMap};
@@ -56,7 +56,7 @@ pub async fn rebuild(
     let mut summaries = 0;
     let mut carried = BTreeMap::new();
     while checkpoint < target {
-        let events = feed.read_after(checkpoint, BATCH).await?;
+        let events = feed.read_after(checkpoint, REBUILD_BATCH).await?;
         let Some(last) = events.last() else {
             break;
         };

@@ -167,6 +167,9 @@ impl Worker {
             let Some(before) = self.retention.first_kept_index(tier, now) else {
                 continue;
             };
+            // Never carried past its deletion (a clock that jumped).
+            self.carried
+                .retain(|key, _| key.tier != tier || key.index >= before);
             match self.store.prune(self.generation, tier, before).await {
                 Ok(0) => {}
                 Ok(deleted) => {
@@ -386,7 +389,7 @@ impl Worker {
 }
 
 /// Whether `key` is of the minute or hour before `end` (the current
-/// window's end) or of the ones before those.
+/// window's end), of the one before that, or later.
 fn is_live(key: &SummaryKey, end: Millis) -> bool {
     let previous_minute = bucket_of(end) - 2;
     match key.tier {

@@ -290,13 +290,16 @@ fn migrate_aggregates(conn: &Connection) -> Result<()> {
     conn.execute_batch(AGGREGATES_SCHEMA).map_err(sql_err)?;
     // Stored before the v1 window rows were derived from the stats rows
     // (see `write_commit`); stale since.
-    for derived in ExposeKind::ALL
+    let derived: Vec<String> = ExposeKind::ALL
         .into_iter()
         .filter(|k| k.stats_row().is_some())
-    {
-        conn.execute("DELETE FROM views WHERE kind = ?1", [derived.as_str()])
-            .map_err(sql_err)?;
-    }
+        .map(|k| format!("'{}'", k.as_str()))
+        .collect();
+    conn.execute(
+        &format!("DELETE FROM views WHERE kind IN ({})", derived.join(", ")),
+        [],
+    )
+    .map_err(sql_err)?;
     conn.execute_batch(&format!("PRAGMA user_version = {AGGREGATES_VERSION}"))
         .map_err(sql_err)
 }
@@ -342,10 +345,17 @@ fn load_views(conn: &Connection) -> Result<Views> {
             .into_iter()
             .filter(|d| d.stats_row() == Some(kind))
         {
-            let row = crate::views::derive_window(derived, &doc).ok_or_else(|| {
-                StoreError::Corrupt(format!("a {} row that does not read", kind.as_str()))
-            })?;
-            views.rows.insert((scope.clone(), derived), Arc::from(row));
+            match crate::views::derive_window(derived, &doc) {
+                Some(row) => {
+                    views.rows.insert((scope.clone(), derived), Arc::from(row));
+                }
+                // The worker's first step renders every aggregate again.
+                None => tracing::warn!(
+                    source = scope.name().unwrap_or("(all events)"),
+                    kind = kind.as_str(),
+                    "a stored row that does not read was skipped"
+                ),
+            }
         }
         views.rows.insert((scope, kind), Arc::from(doc));
     }

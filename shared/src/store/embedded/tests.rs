@@ -112,6 +112,30 @@ fn key(scope: &Scope, tier: Tier, index: i64) -> SummaryKey {
 }
 
 #[tokio::test]
+async fn a_stored_row_that_does_not_read_is_skipped_at_open() {
+    let (dir, store) = store();
+    let source = Scope::Source("gh".into());
+    let commit = AggregateCommit {
+        expected_checkpoint: Some(0),
+        checkpoint: Some(1),
+        views: vec![(source.clone(), ExposeKind::DayStats, "{\"not\":".into())],
+        ..AggregateCommit::default()
+    };
+    store.commit(commit).await.expect("commit");
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).expect("opens all the same");
+    assert_eq!(
+        store
+            .view(&source, ExposeKind::DayAverage)
+            .await
+            .expect("view"),
+        None,
+        "nothing derived from it"
+    );
+    assert_eq!(store.load().await.expect("load").checkpoint, 1);
+}
+
+#[tokio::test]
 async fn aggregate_commits_are_checked_against_the_checkpoint() {
     let (dir, store) = store();
     let mut summary = Summary {
