@@ -424,10 +424,12 @@ pub async fn run(
                 // events when writes spread over many sources, and the
                 // worker takes about a sixth of a core at most. A backlog
                 // is read without pause.
+                // Rows due sooner cut the pause short.
                 let took = started.elapsed();
                 let rest = (took * 5)
                     .clamp(LIVE_STEP_INTERVAL, MAX_LIVE_STEP_INTERVAL)
                     .saturating_sub(took);
+                let rest = worker.render_pending().map_or(rest, |due| rest.min(due));
                 if !worker.behind() && !rest.is_zero() {
                     tokio::select! {
                         changed = stop.changed() => if changed.is_err() { break },
