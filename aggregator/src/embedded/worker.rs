@@ -21,6 +21,10 @@ use tokio::sync::watch;
 /// How often window rows are rendered while a backlog is folded.
 pub const RENDER_EVERY_MS: Millis = 1_000;
 
+/// How long the first event of a full batch has waited when the batch is
+/// a backlog rather than live load: the contract's freshness.
+pub const BACKLOG_AFTER_MS: Millis = 1_000;
+
 /// `sygno serve`'s least interval between live renders (see
 /// [`Worker::render_every`]).
 pub const LIVE_RENDER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -222,7 +226,8 @@ impl Worker {
     /// Returns the number of events read (0: caught up).
     ///
     /// Window rows are rendered with every batch except while a backlog is
-    /// folded (more events behind the batch), where they are rendered when
+    /// folded (a full batch whose first event waited over
+    /// [`BACKLOG_AFTER_MS`]), where they are rendered when
     /// the minute turns and otherwise at most once per
     /// [`RENDER_EVERY_MS`] or ten times the last render's duration,
     /// whichever is longer: rendering a touched aggregate reads its changed
@@ -247,12 +252,19 @@ impl Worker {
             metrics::gauge!(metric::LAG_EVENTS).set(0.0);
             return Ok(0);
         }
-        // A backlog: a full batch, or one cut at the read's byte budget
-        // (events that merely arrived meanwhile are live load, rendered on
-        // the live interval).
+        // A backlog: a full batch (or one cut at the read's byte budget)
+        // whose first event has waited longer than live load makes it
+        // wait. Events that merely arrived since the last step are live
+        // load, rendered on the live interval, even a full batch of them
+        // (wide events, bulk writes).
         let bytes: usize = events.iter().map(|e| e.data.len()).sum();
-        let backlog = events.len() == BATCH || bytes >= sygno_shared::store::MAX_READ_BYTES;
-        self.behind = backlog;
+        let full = events.len() == BATCH || bytes >= sygno_shared::store::MAX_READ_BYTES;
+        let waited = events
+            .first()
+            .map_or(0, |e| now.saturating_sub(e.received_at));
+        let backlog = full && waited > BACKLOG_AFTER_MS;
+        // More events wait behind a full batch: read on without a pause.
+        self.behind = full;
         let render = self.published_end != Some(end)
             || (!backlog && live_due)
             || (backlog
@@ -422,8 +434,8 @@ pub async fn run(
                 // meanwhile, so its cost per aggregate touched (summaries,
                 // a state and a `latest` row written) is shared by more
                 // events when writes spread over many sources, and the
-                // worker takes about a sixth of a core at most. A backlog
-                // is read without pause.
+                // worker takes about a sixth of a core at most. A full
+                // batch (more events waiting) is followed without pause.
                 // Rows due sooner cut the pause short.
                 let took = started.elapsed();
                 let rest = (took * 5)

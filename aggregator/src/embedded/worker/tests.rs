@@ -380,6 +380,30 @@ async fn a_backlog_is_rendered_once_caught_up_and_latest_goes_on() {
 }
 
 #[tokio::test]
+async fn a_full_batch_of_fresh_events_is_live_load() {
+    // Wide events fill batches at the read's byte budget; received just
+    // now, they are live load: each batch's rows are rendered with it.
+    let f = fixture();
+    let mut worker = f.worker(T0).await;
+    let pad = "p".repeat(60_000);
+    let per_batch = sygno_shared::store::MAX_READ_BYTES / 60_000 + 1;
+    for i in 0..2 * per_batch {
+        let data = format!(r#"{{"x": {i}, "pad": "{pad}"}}"#);
+        f.write_as("raw", T0 - 10, &data).await;
+    }
+    let first = worker.step(T0).await.expect("step");
+    assert!(first < 2 * per_batch, "cut at the byte budget: {first}");
+    assert!(worker.behind(), "more to read at once");
+    let second = worker.step(T0 + 10).await.expect("step");
+    assert_eq!(first + second, 2 * per_batch);
+    assert_eq!(
+        f.row(ExposeKind::DayAverage).await["count"],
+        2 * per_batch,
+        "the second full batch rendered at once"
+    );
+}
+
+#[tokio::test]
 async fn live_rows_render_at_most_once_an_interval_and_never_stay_behind() {
     let f = fixture();
     let mut worker = f.worker(T0).await.render_every(Duration::from_millis(300));
