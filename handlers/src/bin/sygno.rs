@@ -262,6 +262,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reaching DynamoDB table {table}"))?;
         let listener = bind(&args.addr).await?;
         let addr = listener.local_addr()?;
+        let shutdown = shutdown_signal();
         writeln!(
             out,
             "sygno listening on http://{addr} (DynamoDB table {table})"
@@ -276,7 +277,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             system_clock(),
             options,
             serve_options.retain(retention),
-            shutdown_signal(),
+            shutdown,
         )
         .await?;
         return Ok(());
@@ -284,6 +285,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
     let listener = bind(&args.addr).await?;
     let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal();
     writeln!(
         out,
         "sygno listening on http://{addr} (data in {})",
@@ -299,7 +301,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         system_clock(),
         max_fields,
         serve_options.retain(retention),
-        shutdown_signal(),
+        shutdown,
     )
     .await?;
     Ok(())
@@ -381,21 +383,37 @@ async fn run_rebuild(args: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that comes after
+/// "listening" is printed but before the server first waits on it (while
+/// the aggregates load, or on a starved runtime) still stops the server
+/// gracefully instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind| match signal(kind) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!(error = %e, "a shutdown signal cannot be listened for");
+            None
         }
     };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    let interrupt = listen(SignalKind::interrupt());
+    let terminate = listen(SignalKind::terminate());
+    async move {
+        tokio::select! {
+            () = received(interrupt) => {},
+            () = received(terminate) => {},
+        }
+        tracing::info!("shutdown signal received");
     }
-    tracing::info!("shutdown signal received");
+}
+
+/// Completes when `signal` comes (never without one).
+async fn received(signal: Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(mut signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
