@@ -38,7 +38,7 @@ pub const MAX_LIVE_RENDER_INTERVAL: Duration = Duration::from_millis(500);
 pub const LIVE_STEP_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The longest a slow step stretches the interval between live steps to.
-pub const MAX_LIVE_STEP_INTERVAL: Duration = Duration::from_millis(250);
+pub const MAX_LIVE_STEP_INTERVAL: Duration = Duration::from_millis(400);
 
 /// Folds the change feed into the aggregate store, one batch per step.
 pub struct Worker {
@@ -428,17 +428,17 @@ pub async fn run(
         let started = std::time::Instant::now();
         let pause = match worker.step(clock()).await {
             Ok(n) if n > 0 => {
-                // Under live load, the next step starts after five times
+                // Under live load, the next step starts after ten times
                 // this one's duration, between LIVE_STEP_INTERVAL and
                 // MAX_LIVE_STEP_INTERVAL: a batch then holds what arrived
                 // meanwhile, so its cost per aggregate touched (summaries,
                 // a state and a `latest` row written) is shared by more
                 // events when writes spread over many sources, and the
-                // worker takes about a sixth of a core at most. A full
+                // worker takes about a tenth of a core at most. A full
                 // batch (more events waiting) is followed without pause.
                 // Rows due sooner cut the pause short.
                 let took = started.elapsed();
-                let rest = (took * 5)
+                let rest = (took * 10)
                     .clamp(LIVE_STEP_INTERVAL, MAX_LIVE_STEP_INTERVAL)
                     .saturating_sub(took);
                 let rest = worker.render_pending().map_or(rest, |due| rest.min(due));
