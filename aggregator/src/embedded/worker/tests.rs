@@ -69,6 +69,20 @@ impl Fixture {
     async fn rows(&self) -> Vec<String> {
         rows_of(&self.store).await
     }
+
+    /// Rebuilds at `now` and checks the rows equal `incremental`'s.
+    async fn assert_a_rebuild_gives(&self, incremental: Vec<String>, now: Millis) {
+        rebuild::rebuild(
+            &self.store,
+            &self.store,
+            DEFAULT_MAX_FIELDS,
+            now,
+            &mut |_, _| {},
+        )
+        .await
+        .expect("rebuild");
+        assert_eq!(self.rows().await, incremental, "bit-for-bit equal rows");
+    }
 }
 
 async fn rows_of(store: &EmbeddedStore) -> Vec<String> {
@@ -249,10 +263,7 @@ async fn summaries_carried_from_batch_to_batch_equal_a_rebuild() {
     assert_eq!(stats["count"], 120, "{stats}");
     assert_eq!(stats["fields"]["x"]["count"], 120, "{stats}");
     assert_eq!(stats["fields"]["y"]["min"], -119.0, "{stats}");
-    rebuild::rebuild(&f.store, &f.store, DEFAULT_MAX_FIELDS, T0, &mut |_, _| {})
-        .await
-        .expect("rebuild");
-    assert_eq!(f.rows().await, incremental, "bit-for-bit equal rows");
+    f.assert_a_rebuild_gives(incremental, T0).await;
 }
 
 #[tokio::test]
@@ -367,16 +378,7 @@ async fn a_backlog_is_rendered_once_caught_up_and_latest_goes_on() {
     // The current minute's summaries were carried across the full
     // batches: the rows equal a rebuild's.
     let incremental = f.rows().await;
-    rebuild::rebuild(
-        &f.store,
-        &f.store,
-        DEFAULT_MAX_FIELDS,
-        T0 + 20,
-        &mut |_, _| {},
-    )
-    .await
-    .expect("rebuild");
-    assert_eq!(f.rows().await, incremental, "bit-for-bit equal rows");
+    f.assert_a_rebuild_gives(incremental, T0 + 20).await;
 }
 
 #[tokio::test]
