@@ -211,7 +211,8 @@ impl Worker {
             .max((cost * 10).min(MAX_LIVE_RENDER_INTERVAL))
     }
 
-    /// Whether the last step stopped short of the feed's end (a backlog).
+    /// Whether the last step read a full batch (more events wait behind
+    /// it).
     pub fn behind(&self) -> bool {
         self.behind
     }
@@ -235,6 +236,9 @@ impl Worker {
     /// in every batch, so most of the time goes to folding. `latest` rows
     /// are written with every batch, so the newest event does not wait.
     pub async fn step(&mut self, now: Millis) -> Result<usize> {
+        // How long events waited is read on the clock as given (after a
+        // rebuild, `latest_now` may be ahead until the minute turns).
+        let wall = now;
         let now = now.max(self.latest_now);
         self.latest_now = now;
         if self.needs_reload {
@@ -261,7 +265,7 @@ impl Worker {
         let full = events.len() == BATCH || bytes >= sygno_shared::store::MAX_READ_BYTES;
         let waited = events
             .first()
-            .map_or(0, |e| now.saturating_sub(e.received_at));
+            .map_or(0, |e| wall.saturating_sub(e.received_at));
         let backlog = full && waited > BACKLOG_AFTER_MS;
         // More events wait behind a full batch: read on without a pause.
         self.behind = full;
@@ -426,6 +430,8 @@ pub async fn run(
             break;
         }
         let started = std::time::Instant::now();
+        // Under live load the pause is paced: new events do not end it.
+        let mut paced = false;
         let pause = match worker.step(clock()).await {
             Ok(n) if n > 0 => {
                 // Under live load, the next step starts after ten times
@@ -433,8 +439,8 @@ pub async fn run(
                 // MAX_LIVE_STEP_INTERVAL: a batch then holds what arrived
                 // meanwhile, so its cost per aggregate touched (summaries,
                 // a state and a `latest` row written) is shared by more
-                // events when writes spread over many sources, and the
-                // worker takes about a tenth of a core at most. A full
+                // events when writes spread over many sources, and steps
+                // of up to 40 ms take a tenth of the worker's core. A full
                 // batch (more events waiting) is followed without pause.
                 // Rows due sooner cut the pause short.
                 let took = started.elapsed();
@@ -442,13 +448,11 @@ pub async fn run(
                     .clamp(LIVE_STEP_INTERVAL, MAX_LIVE_STEP_INTERVAL)
                     .saturating_sub(took);
                 let rest = worker.render_pending().map_or(rest, |due| rest.min(due));
-                if !worker.behind() && !rest.is_zero() {
-                    tokio::select! {
-                        changed = stop.changed() => if changed.is_err() { break },
-                        () = tokio::time::sleep(rest) => {}
-                    }
+                if worker.behind() || rest.is_zero() {
+                    continue;
                 }
-                continue;
+                paced = true;
+                rest
             }
             Ok(_) => {
                 let now = clock();
@@ -480,7 +484,7 @@ pub async fn run(
                     None => worker.needs_reload = true,
                 }
             }
-            () = feed.wait_beyond(checkpoint) => {}
+            () = feed.wait_beyond(checkpoint), if !paced => {}
             () = tokio::time::sleep(pause) => {}
         }
     }

@@ -267,6 +267,58 @@ async fn summaries_carried_from_batch_to_batch_equal_a_rebuild() {
 }
 
 #[tokio::test]
+async fn a_rebuild_request_is_served_while_writes_keep_coming() {
+    let f = fixture();
+    let worker = f.worker(T0).await.render_every(Duration::from_millis(200));
+    let (handle, requests) = crate::control::channel();
+    let (stop, stopped) = watch::channel(false);
+    let clock: Clock = Arc::new(|| T0);
+    let task = tokio::spawn(run(worker, clock, requests, stopped));
+    // A write every 5 ms: every step reads events, every pause is paced.
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (store, writing) = (f.store.clone(), Arc::clone(&writing));
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while writing.load(Ordering::Relaxed) {
+                store
+                    .append(NewEvent {
+                        event_id: format!("live-{n}"),
+                        event_time: T0 - 1_000,
+                        received_at: T0 - 1_000,
+                        name: "raw".into(),
+                        user_id: "u".into(),
+                        data: format!(r#"{{"x": {n}}}"#),
+                        idempotency_key: None,
+                    })
+                    .await
+                    .expect("append");
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.start(T0).expect("start");
+    let mut done = false;
+    for _ in 0..500 {
+        if handle.status().state != crate::control::RebuildState::Running {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writing.store(false, Ordering::Relaxed);
+    let written = writer.await.expect("writer");
+    assert!(done, "the rebuild waited for the writes to stop");
+    assert_eq!(handle.status().state, crate::control::RebuildState::Done);
+    stop.send(true).expect("worker listening");
+    task.await.expect("worker");
+    assert!(written > 0);
+}
+
+#[tokio::test]
 async fn run_catches_up_then_stops_with_its_checkpoint_committed() {
     let f = fixture();
     for i in 0..50 {
