@@ -85,6 +85,20 @@ impl Fixture {
     }
 }
 
+/// An event of source `raw` a second before `T0`, received at
+/// `received_at`, with `x` its one field.
+fn raw_event(event_id: String, received_at: Millis, x: u64) -> NewEvent {
+    NewEvent {
+        event_id,
+        event_time: T0 - 1_000,
+        received_at,
+        name: "raw".into(),
+        user_id: "u".into(),
+        data: format!(r#"{{"x": {x}}}"#),
+        idempotency_key: None,
+    }
+}
+
 async fn rows_of(store: &EmbeddedStore) -> Vec<String> {
     let mut out = Vec::new();
     let scopes = [
@@ -282,15 +296,7 @@ async fn a_rebuild_request_is_served_while_writes_keep_coming() {
             let mut n = 0u64;
             while writing.load(Ordering::Relaxed) {
                 store
-                    .append(NewEvent {
-                        event_id: format!("live-{n}"),
-                        event_time: T0 - 1_000,
-                        received_at: T0 - 1_000,
-                        name: "raw".into(),
-                        user_id: "u".into(),
-                        data: format!(r#"{{"x": {n}}}"#),
-                        idempotency_key: None,
-                    })
+                    .append(raw_event(format!("live-{n}"), T0 - 1_000, n))
                     .await
                     .expect("append");
                 n += 1;
@@ -378,15 +384,7 @@ async fn a_backlog_is_rendered_once_caught_up_and_latest_goes_on() {
         writers.spawn(async move {
             for i in (chunk..total).step_by(8) {
                 store
-                    .append(NewEvent {
-                        event_id: format!("backlog-{i:06}"),
-                        event_time: T0 - 1_000,
-                        received_at: i as Millis,
-                        name: "raw".into(),
-                        user_id: "u".into(),
-                        data: format!(r#"{{"x": {i}}}"#),
-                        idempotency_key: None,
-                    })
+                    .append(raw_event(format!("backlog-{i:06}"), i as Millis, i as u64))
                     .await
                     .expect("append");
             }
