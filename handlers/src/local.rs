@@ -123,9 +123,8 @@ pub async fn serve(
     let served = options.serve(listener, state, shutdown).await;
     tracing::info!("HTTP server stopped; stopping the aggregator");
     let _ = stop.send(true);
-    if worker_done.await.is_err() {
-        tracing::error!("the aggregator's thread failed");
-    }
+    // A panic was logged when it happened (`on_own_thread`).
+    let _ = worker_done.await;
     served.map_err(ServeError::Io)
 }
 
@@ -133,6 +132,7 @@ pub async fn serve(
 /// the receiver completes when it has (an error: it panicked, which is
 /// logged at once: the server goes on answering from rows that no longer
 /// change).
+///
 /// The aggregator's steps hold the CPU for milliseconds at a time
 /// (folding thousands of events, rendering hundreds of aggregates): on
 /// the server's runtime they would hold up the requests queued on the

@@ -11,7 +11,7 @@ use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::{Scope, ScopeState, SummaryKey};
 use sygno_shared::domain::series::Retention;
 use sygno_shared::domain::summary::Summary;
-use sygno_shared::domain::tiers::{Tier, BLOCK_BUCKETS};
+use sygno_shared::domain::tiers::Tier;
 use sygno_shared::domain::time::{bucket_of, window_end, Millis, HOUR_MS};
 use sygno_shared::domain::window::WindowCache;
 use sygno_shared::store::{AggregateCommit, AggregateStore, ChangeFeed, Result};
@@ -407,11 +407,7 @@ impl Worker {
 /// Whether `key` is of the minute or hour before `end` (the current
 /// window's end), of the one before that, or later.
 fn is_live(key: &SummaryKey, end: Millis) -> bool {
-    let previous_minute = bucket_of(end) - 2;
-    match key.tier {
-        Tier::Minute => key.index >= previous_minute,
-        Tier::Hour => key.index >= previous_minute.div_euclid(BLOCK_BUCKETS),
-    }
+    key.index >= key.tier.index_of(bucket_of(end) - 2)
 }
 
 /// Runs the worker until `stop` turns true: catches up at start, then

@@ -18,8 +18,8 @@
 use crate::domain::fields::{self, Fields};
 use crate::domain::limit::FieldLimit;
 use crate::domain::summary::Summary;
-use crate::domain::tiers::{Tier, BLOCK_BUCKETS};
-use crate::domain::time::{bucket_of, bucket_start, Millis};
+use crate::domain::tiers::Tier;
+use crate::domain::time::{bucket_of, Millis};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Which events an aggregate covers.
@@ -81,19 +81,16 @@ pub struct SummaryKey {
 impl SummaryKey {
     /// The minute and the hour an event at `event_time` counts in.
     pub fn of_event(scope: &Scope, event_time: Millis) -> [SummaryKey; 2] {
-        let minute = bucket_of(event_time);
-        [
-            SummaryKey {
-                scope: scope.clone(),
-                tier: Tier::Minute,
-                index: minute,
-            },
-            SummaryKey {
-                scope: scope.clone(),
-                tier: Tier::Hour,
-                index: minute.div_euclid(BLOCK_BUCKETS),
-            },
-        ]
+        SummaryKey::of_minute(scope, bucket_of(event_time))
+    }
+
+    /// The minute and the hour minute bucket `minute` counts in.
+    pub fn of_minute(scope: &Scope, minute: i64) -> [SummaryKey; 2] {
+        [Tier::Minute, Tier::Hour].map(|tier| SummaryKey {
+            scope: scope.clone(),
+            tier,
+            index: tier.index_of(minute),
+        })
     }
 }
 
@@ -188,7 +185,7 @@ pub fn keys_of<'a>(events: impl IntoIterator<Item = EventRef<'a>>) -> Vec<Summar
         .flat_map(|(name, minute)| {
             Scope::of_event(name)
                 .into_iter()
-                .flat_map(move |scope| SummaryKey::of_event(&scope, bucket_start(minute)))
+                .flat_map(move |scope| SummaryKey::of_minute(&scope, minute))
         })
         .collect();
     keys.sort_unstable();

@@ -22,6 +22,17 @@ pub enum Tier {
     Hour,
 }
 
+impl Tier {
+    /// The index of this tier's summary that minute bucket `minute`
+    /// counts in.
+    pub fn index_of(self, minute: i64) -> i64 {
+        match self {
+            Tier::Minute => minute,
+            Tier::Hour => minute.div_euclid(BLOCK_BUCKETS),
+        }
+    }
+}
+
 /// A window `[end - span, end)` cut into ranges of minute buckets and of
 /// hour blocks that together cover it exactly once.
 #[derive(Debug, Clone, PartialEq, Eq)]
