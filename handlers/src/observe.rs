@@ -42,6 +42,29 @@ pub fn layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> 
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(bounded_request_id))
+}
+
+/// Longest client request id kept; a longer one, or one with other than
+/// visible ASCII, is replaced by a new id (it is echoed and logged with
+/// every line of the request).
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Drops a client's `x-request-id` that is empty, over
+/// [`MAX_REQUEST_ID_LEN`] or not visible ASCII, so that a new one is made.
+async fn bounded_request_id(mut request: Request) -> Request {
+    let acceptable = |v: &axum::http::HeaderValue| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    };
+    let headers = request.headers_mut();
+    let ids: Vec<_> = headers.get_all(&REQUEST_ID).iter().collect();
+    if ids.len() > 1 || ids.first().is_some_and(|v| !acceptable(v)) {
+        headers.remove(&REQUEST_ID);
+    }
+    request
 }
 
 /// Counts and times the request by its matched route, and logs it if it failed.

@@ -121,11 +121,24 @@ pub fn render_series(
     serde_json::to_string(&doc).unwrap_or_else(|_| String::from("null"))
 }
 
+/// A text cell as a spreadsheet reads it as text, never as a formula
+/// (OWASP, "CSV Injection"): a cell starting with `=`, `+`, `-`, `@`, a
+/// tab or a carriage return gets a leading `'`. Only text cells (source
+/// names, field paths) pass here; numbers are written as numbers.
+pub fn spreadsheet_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{text}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// A `series` answer as CSV: a header, then one row per bucket and field
 /// (`start,name,field,count,mean,std,min,max`; `name` empty for all
 /// events; numbers as in the JSON answer, a null as an empty cell); a
 /// bucket whose events carry none of the fields asked for is one row with
-/// an empty `field` and the bucket's event count.
+/// an empty `field` and the bucket's event count. Names and paths that a
+/// spreadsheet would take for a formula are escaped ([`spreadsheet_safe`]).
 pub fn render_series_csv(query: &SeriesQuery, buckets: &[Bucket]) -> String {
     let number = |v: Option<f64>| {
         v.map_or_else(String::new, |v| {
@@ -137,7 +150,8 @@ pub fn render_series_csv(query: &SeriesQuery, buckets: &[Bucket]) -> String {
         out.write_record([
             "start", "name", "field", "count", "mean", "std", "min", "max",
         ])?;
-        let name = query.name.as_deref().unwrap_or("");
+        let name = spreadsheet_safe(query.name.as_deref().unwrap_or(""));
+        let name = name.as_ref();
         for bucket in buckets {
             let start = format_rfc3339(bucket.start);
             if bucket.summary.fields.is_empty() {
@@ -149,7 +163,7 @@ pub fn render_series_csv(query: &SeriesQuery, buckets: &[Bucket]) -> String {
                 out.write_record([
                     start.as_str(),
                     name,
-                    path.as_str(),
+                    &spreadsheet_safe(path),
                     &m.count.to_string(),
                     &number(m.mean()),
                     &number(m.sample_std()),

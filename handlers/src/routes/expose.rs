@@ -16,7 +16,7 @@ use sygno_shared::domain::fold::Scope;
 use sygno_shared::domain::series::Development;
 use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::window_end;
-use sygno_shared::domain::write::{classify, MAX_BODY_BYTES, MAX_NAME_CHARS};
+use sygno_shared::domain::write::{parse_json, MAX_BODY_BYTES, MAX_NAME_CHARS};
 use sygno_shared::views::{render_series, render_window};
 
 const SHAPE: &str = "body must be a JSON object {\"type\": T, \"name\"?: source} with T one of \
@@ -49,8 +49,7 @@ pub async fn expose(
     authorize(&state.keys, &headers, Role::Read)?;
     let bytes = state.bodies.read(&headers, body, MAX_BODY_BYTES).await?;
     // Other fields are ignored, as the original API did.
-    let request: Map<String, Value> =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::from(classify(&e, &bytes, SHAPE)))?;
+    let request: Map<String, Value> = parse_json(&bytes, SHAPE)?;
     let text = match request.get("type") {
         Some(Value::String(text)) => Some(text.as_str()),
         _ => None,

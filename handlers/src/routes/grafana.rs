@@ -33,7 +33,7 @@ use sygno_shared::domain::fold::Scope;
 use sygno_shared::domain::series::{finest_interval, SeriesQuery};
 use sygno_shared::domain::stats::Moments;
 use sygno_shared::domain::time::parse_rfc3339;
-use sygno_shared::domain::write::{classify, WriteError};
+use sygno_shared::domain::write::parse_json;
 
 /// Largest `/grafana` request body (Grafana sends its whole query
 /// request, panel and scoped variables included).
@@ -78,15 +78,13 @@ async fn body_of<T: for<'de> Deserialize<'de>>(
         .bodies
         .read(headers, body, MAX_GRAFANA_BODY_BYTES)
         .await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::from_str("{}").map_err(|_| ApiError::internal());
-    }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::from(match classify(&e, &bytes, "body must be a JSON object") {
-            WriteError::Invalid(_) => WriteError::Invalid(format!("body: {e}")),
-            other => other,
-        })
-    })
+    // The plugin sends some requests without a body: read as `{}`.
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    Ok(parse_json(text, "body must be a JSON object")?)
 }
 
 /// The Grafana data source's connection test.

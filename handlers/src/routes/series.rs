@@ -91,23 +91,25 @@ pub async fn buckets(state: &AppState, query: &SeriesQuery) -> Result<Vec<Bucket
     Ok(fold.finish())
 }
 
-/// Whether the client asked for CSV (`Accept: text/csv`, alone or first
-/// among others).
+/// Whether the client prefers CSV: `Accept` negotiated with its q-values
+/// between JSON (the default, first) and CSV. No `Accept`, one that does
+/// not parse or that accepts neither: JSON.
 fn wants_csv(headers: &HeaderMap) -> bool {
-    headers
+    use mediatype::{names, MediaType};
+    const JSON: MediaType = MediaType::new(names::APPLICATION, names::JSON);
+    const CSV: MediaType = MediaType::new(names::TEXT, names::CSV);
+    let values: Vec<&str> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|item| {
-            item.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .find(|media| !media.is_empty())
-        .is_some_and(|media| media == "text/csv")
+        .collect();
+    if values.is_empty() {
+        return false;
+    }
+    let Ok(accept) = values.join(", ").parse::<headers_accept::Accept>() else {
+        return false;
+    };
+    accept.negotiate(&[JSON, CSV]) == Some(&CSV)
 }
 
 fn series_error(e: SeriesError) -> ApiError {

@@ -727,6 +727,62 @@ fn bad_inputs() -> Vec<Bad> {
             S::METHOD_NOT_ALLOWED,
             "method_not_allowed",
         ),
+        // Syntax (400) before schema (422) on every route, and a missing
+        // field a 422, never a 500.
+        bad(
+            "series: out-of-range number beside an unknown field",
+            post(
+                "/source/series",
+                Some(READ),
+                r#"{"interval": "1h", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "x": 1e400}"#,
+            ),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
+        bad(
+            "expose: trailing garbage",
+            post(e, Some(READ), r#"{"type": "latest"} x"#),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
+        bad(
+            "grafana query: empty body is a missing range",
+            post("/grafana/query", Some(READ), ""),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        bad(
+            "grafana query: out-of-range number in an ignored field",
+            post(
+                "/grafana/query",
+                Some(READ),
+                r#"{"range": {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}, "targets": [], "x": 1e400}"#,
+            ),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
+        bad(
+            "grafana query: trailing garbage after a schema error",
+            post("/grafana/query", Some(READ), "{}garbage"),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
+        bad(
+            "grafana query: invalid UTF-8 in a string",
+            post(
+                "/grafana/query",
+                Some(READ),
+                b"{\"range\": {\"from\": \"\xff\", \"to\": \"x\"}}".to_vec(),
+            ),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
+        bad(
+            "grafana metrics: not JSON",
+            post("/grafana/metrics", Some(READ), "{"),
+            S::BAD_REQUEST,
+            "invalid_json",
+        ),
         bad(
             "wrong method on expose",
             Call {
@@ -1239,4 +1295,76 @@ async fn climate_computer_tables_are_valid_batch_items() {
     );
     let stored = h.store.read_after(0, 10).await.expect("read");
     assert!(stored.iter().all(|e| e.name == "_ws_source_meteo"));
+}
+
+#[tokio::test]
+async fn request_ids_are_bounded_and_echoed() {
+    let h = harness();
+    let id_of = |id: Option<&'static str>| {
+        let app = h.app.clone();
+        async move {
+            let mut request = Request::builder().uri("/health");
+            if let Some(id) = id {
+                request = request.header("x-request-id", id);
+            }
+            let response = app
+                .oneshot(request.body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible");
+            response.headers()["x-request-id"]
+                .to_str()
+                .expect("ascii")
+                .to_owned()
+        }
+    };
+    assert_eq!(id_of(Some("client-id-42")).await, "client-id-42");
+    let long: &'static str = Box::leak("x".repeat(129).into_boxed_str());
+    for refused in [long, "has space", "tab\there"] {
+        let id = id_of(Some(refused)).await;
+        assert_ne!(id, refused);
+        assert_eq!(id.len(), 36, "a new UUID replaces {refused:?}: {id}");
+    }
+    let at_limit: &'static str = Box::leak("y".repeat(128).into_boxed_str());
+    assert_eq!(id_of(Some(at_limit)).await, at_limit);
+}
+
+#[tokio::test]
+async fn series_csv_follows_accept_q_values() {
+    let h = harness();
+    let body =
+        r#"{"interval": "1h", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}"#;
+    let kind = |accept: &'static str| {
+        let app = h.app.clone();
+        async move {
+            let request = Request::builder()
+                .method("POST")
+                .uri("/source/series")
+                .header("x-api-key", READ)
+                .header("content-type", "application/json")
+                .header("accept", accept)
+                .body(Body::from(body))
+                .expect("request");
+            let response = app.oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), StatusCode::OK, "{accept}");
+            response.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    for (accept, want) in [
+        ("text/csv", "text/csv"),
+        ("text/csv;q=0", "application/json"),
+        ("text/csv;q=0, */*", "application/json"),
+        ("application/json;q=0.5, text/csv", "text/csv"),
+        ("text/csv;q=0.4, application/json;q=0.9", "application/json"),
+        ("text/*", "text/csv"),
+        ("*/*", "application/json"),
+        ("not a media type", "application/json"),
+    ] {
+        assert_eq!(kind(accept).await, want, "Accept: {accept}");
+    }
 }

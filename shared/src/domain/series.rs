@@ -11,7 +11,9 @@
 use crate::domain::summary::Summary;
 use crate::domain::tiers::Tier;
 use crate::domain::time::{format_rfc3339, parse_rfc3339, Millis, DAY_MS, HOUR_MS, MINUTE_MS};
-use crate::domain::write::{classify, WriteError, MAX_EVENT_TIME, MAX_NAME_CHARS, MIN_EVENT_TIME};
+use crate::domain::write::{
+    parse_json, WriteError, MAX_EVENT_TIME, MAX_NAME_CHARS, MIN_EVENT_TIME,
+};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -297,8 +299,8 @@ impl SeriesQuery {
 /// Validates a `series` body: `{"name"?, "fields"?, "interval", "from",
 /// "to"}`. Syntax first (400), then schema and values (422).
 pub fn parse_series(body: &[u8]) -> Result<SeriesQuery, SeriesRequestError> {
-    let top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
-        .map_err(|e| SeriesRequestError::Write(classify(&e, body, "body must be a JSON object")))?;
+    let top: BTreeMap<String, Box<RawValue>> =
+        parse_json(body, "body must be a JSON object").map_err(SeriesRequestError::Write)?;
     if let Some(unknown) = top
         .keys()
         .find(|k| !matches!(k.as_str(), "name" | "fields" | "interval" | "from" | "to"))

@@ -59,7 +59,7 @@ pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
 
 /// Validates a `write_raw` body received at `now`.
 pub fn parse_write(body: &[u8], now: Millis) -> Result<WriteCommand, WriteError> {
-    check_numbers(body)?;
+    check_syntax(body)?;
     parse_event(body, now)
 }
 
@@ -86,7 +86,7 @@ impl From<WriteError> for BatchError {
 /// 1 to [`MAX_BATCH_EVENTS`] events, each checked as [`parse_write`]
 /// checks one, and each at most [`MAX_BODY_BYTES`] as written. Syntax anywhere in the body comes first (400).
 pub fn parse_batch(body: &[u8], now: Millis) -> Result<Vec<WriteCommand>, BatchError> {
-    check_numbers(body)?;
+    check_syntax(body)?;
     let mut top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
         .map_err(|e| classify(&e, body, "body must be a JSON object"))?;
     if let Some(unknown) = top.keys().find(|k| k.as_str() != "events") {
@@ -245,17 +245,36 @@ fn check_field_limits(fields: &Fields) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// A number outside the f64 range anywhere in the body is a syntax error
-/// (400), found before any schema check: serde_json reports it as a data
-/// error, and skips the numbers of fields it does not keep.
-fn check_numbers(body: &[u8]) -> Result<(), WriteError> {
+/// Checks a request body's JSON syntax before its schema (400 before 422):
+/// a number outside the f64 range anywhere in it, trailing characters,
+/// invalid UTF-8 or a truncated document is a syntax error, even where
+/// the schema would have stopped first or skipped the offending part
+/// (serde_json reports an out-of-range number as a data error, and does
+/// not read the numbers of fields it does not keep). A document too deep
+/// for serde_json's recursion limit passes: [`classify`] judges it where
+/// the body is read for real.
+pub fn check_syntax(body: &[u8]) -> Result<(), WriteError> {
+    use serde_json::error::Category;
     match serde_json::from_slice::<Value>(body) {
-        Err(e) if e.to_string().starts_with("number out of range") => {
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => Ok(()),
+        Err(e)
+            if e.to_string().starts_with("number out of range")
+                || matches!(e.classify(), Category::Syntax | Category::Eof) =>
+        {
             Err(WriteError::Syntax(e.to_string()))
         }
-        // Anything else is classified where the body is read for real.
         _ => Ok(()),
     }
+}
+
+/// A request body read as `T`: its syntax checked first ([`check_syntax`],
+/// a 400), then its shape ([`classify`]: a 422 naming `shape`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, WriteError> {
+    check_syntax(body)?;
+    serde_json::from_slice(body).map_err(|e| classify(&e, body, shape))
 }
 
 /// Validates an `Idempotency-Key` header: 1 to 128 visible ASCII characters.

@@ -99,3 +99,32 @@ fn only_the_v1_window_kinds_are_derived() {
     );
     assert_eq!(ExposeKind::WeekStats.stats_row(), None);
 }
+
+#[test]
+fn csv_cells_a_spreadsheet_would_run_are_escaped() {
+    use crate::domain::series::{Bucket, Interval, SeriesQuery};
+    let mut summary = Summary::default();
+    let mut fields = Fields::new();
+    fields.insert("=HYPERLINK(\"http://evil/\")".into(), -1.5);
+    fields.insert("plain".into(), 2.0);
+    summary.record(&fields);
+    let query = SeriesQuery::new(
+        Some("=cmd|' /C calc'!A0".into()),
+        None,
+        Interval::M1,
+        0,
+        60_000,
+    )
+    .expect("a valid query");
+    let csv = render_series_csv(&query, &[Bucket { start: 0, summary }]);
+    expect![[r#"
+        start,name,field,count,mean,std,min,max
+        1970-01-01T00:00:00.000Z,'=cmd|' /C calc'!A0,"'=HYPERLINK(""http://evil/"")",1,-1.5,,-1.5,-1.5
+        1970-01-01T00:00:00.000Z,'=cmd|' /C calc'!A0,plain,1,2.0,,2.0,2.0
+    "#]]
+    .assert_eq(&csv);
+    for risky in ["=1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+        assert!(spreadsheet_safe(risky).starts_with('\''), "{risky:?}");
+    }
+    assert_eq!(spreadsheet_safe("temp.inside"), "temp.inside");
+}
