@@ -6,15 +6,22 @@
 use crate::error::ApiError;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use std::sync::Arc;
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use sygno_shared::domain::auth::KeyId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Request bodies held in memory at once, all requests together: a
-/// request waits for its share (its route's limit) before its body is
-/// read, so many large bodies cannot exhaust memory.
+/// Request bodies held in memory at once, all requests together. A body
+/// reserves its bytes as they arrive (not its route's limit, nor its
+/// `Content-Length`): a client trickling a body holds only what it sent.
 pub const BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// Of [`BODY_BUDGET_BYTES`], what the bodies of one API key may hold at
+/// once: whoever holds a key can fill at most a quarter of the budget, so
+/// requests with other keys are always read (and one key still sends its
+/// largest body, 1 MiB, sixteen times over).
+pub const KEY_BODY_SHARE_BYTES: usize = BODY_BUDGET_BYTES / 4;
 /// The default [`BodyReader`] deadline.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -25,8 +32,11 @@ pub struct BodyReader {
     /// (after the headers): a client trickling bytes cannot hold a
     /// request open longer (408 `request_timeout`, connection closed).
     pub timeout: Duration,
-    /// KiB of the budget ([`BODY_BUDGET_BYTES`]).
+    /// Bytes of the budget ([`BODY_BUDGET_BYTES`]).
     budget: Arc<Semaphore>,
+    /// Each key's share ([`KEY_BODY_SHARE_BYTES`]), made when the key
+    /// first sends a body (keys are configured: a bounded set).
+    shares: Arc<Mutex<HashMap<KeyId, Arc<Semaphore>>>>,
 }
 
 impl Default for BodyReader {
@@ -35,11 +45,11 @@ impl Default for BodyReader {
     }
 }
 
-/// A body read, and its share of the budget (given back when dropped).
+/// A body read, and its bytes of the budget (given back when dropped).
 #[derive(Debug)]
 pub struct ReadBody {
     pub bytes: Bytes,
-    _share: OwnedSemaphorePermit,
+    _held: [Option<OwnedSemaphorePermit>; 2],
 }
 
 impl std::ops::Deref for ReadBody {
@@ -53,14 +63,30 @@ impl BodyReader {
     pub fn new(timeout: Duration) -> Self {
         BodyReader {
             timeout,
-            budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),
+            budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES)),
+            shares: Arc::default(),
         }
     }
 
-    /// The body's bytes, after the size (at most `limit` bytes),
-    /// deadline and content-type checks.
+    fn share_of(&self, key: &KeyId) -> Arc<Semaphore> {
+        let mut shares = self
+            .shares
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(
+            shares
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(KEY_BODY_SHARE_BYTES))),
+        )
+    }
+
+    /// The body's bytes, sent with `key`, after the size (at most `limit`
+    /// bytes), deadline and content-type checks. Each piece of the body
+    /// reserves its bytes, first of `key`'s share, then of the budget,
+    /// as it arrives: a piece waits while either is spent.
     pub async fn read(
         &self,
+        key: &KeyId,
         headers: &HeaderMap,
         body: Body,
         limit: usize,
@@ -72,26 +98,40 @@ impl BodyReader {
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(ApiError::payload_too_large(limit));
         }
-        let share = u32::try_from(limit.div_ceil(1024)).unwrap_or(u32::MAX);
+        let share = self.share_of(key);
         let reading = async {
-            let share = Arc::clone(&self.budget)
-                .acquire_many_owned(share)
-                .await
-                .map_err(|_| ApiError::internal())?;
-            let bytes = Limited::new(body, limit)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<LengthLimitError>().is_some() {
-                        ApiError::payload_too_large(limit)
-                    } else {
-                        ApiError::invalid_json("the request body could not be read".to_owned())
+            let mut body = body;
+            let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize).min(limit));
+            let mut held: [Option<OwnedSemaphorePermit>; 2] = [None, None];
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| {
+                    ApiError::invalid_json("the request body could not be read".to_owned())
+                })?;
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers
+                };
+                if bytes.len() + data.len() > limit {
+                    return Err(ApiError::payload_too_large(limit));
+                }
+                let n =
+                    u32::try_from(data.len()).map_err(|_| ApiError::payload_too_large(limit))?;
+                if n > 0 {
+                    for (pool, held) in [&share, &self.budget].into_iter().zip(&mut held) {
+                        let permit = Arc::clone(pool)
+                            .acquire_many_owned(n)
+                            .await
+                            .map_err(|_| ApiError::internal())?;
+                        match held {
+                            Some(held) => held.merge(permit),
+                            None => *held = Some(permit),
+                        }
                     }
-                })?
-                .to_bytes();
+                }
+                bytes.extend_from_slice(&data);
+            }
             Ok::<_, ApiError>(ReadBody {
-                bytes,
-                _share: share,
+                bytes: Bytes::from(bytes),
+                _held: held,
             })
         };
         let body = tokio::time::timeout(self.timeout, reading)

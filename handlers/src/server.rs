@@ -7,8 +7,8 @@
 //! `/health` and writes queued behind idle sockets in the kernel's
 //! backlog): it closes its oldest connections. One serving a request
 //! (its headers in, its answer not yet out) finishes that request, then
-//! closes; one that is idle or still sending its request headers closes
-//! at once. So, whatever the number of idle or slow clients, a new
+//! closes; one that is idle or still sending its request headers or
+//! body closes at once. So, whatever the number of idle or slow clients, a new
 //! connection is served within about one request's time.
 
 use axum::extract::Request;
@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -211,15 +211,19 @@ async fn serve_connection<S>(
     close: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: Service<Request<Incoming>, Response = axum::response::Response> + Clone + Send + 'static,
+    S: Service<Request<Tracked>, Response = axum::response::Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // Requests being served on this connection (0 or 1 in HTTP/1.1).
     let serving = Arc::new(AtomicUsize::new(0));
+    // Whether that request's body is still arriving.
+    let body_pending = Arc::new(AtomicBool::new(false));
     let counter = Arc::clone(&serving);
+    let pending = Arc::clone(&body_pending);
     let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let guard = Serving::new(&counter);
+        let request = request.map(|body| Tracked::new(body, Arc::clone(&pending)));
         let answer = service.clone().oneshot(request);
         async move {
             let answer = answer.await;
@@ -229,17 +233,72 @@ async fn serve_connection<S>(
     });
     let connection = http.serve_connection(TokioIo::new(stream), hyper_service);
     tokio::pin!(connection);
-    tokio::select! {
+    let shed = tokio::select! {
         result = connection.as_mut() => return log_end(result),
-        () = close.notified() => {}
-        _ = stop.wait_for(|stopping| *stopping) => {}
-    }
+        () = close.notified() => true,
+        _ = stop.wait_for(|stopping| *stopping) => false,
+    };
     if serving.load(Ordering::SeqCst) == 0 {
         // Idle, or its request headers still coming: closed at once.
         return;
     }
+    if shed && body_pending.load(Ordering::SeqCst) {
+        // Shed at the cap while its body is still coming: closed at once
+        // too (that request has done nothing yet), so that clients
+        // trickling bodies cannot hold every slot. A shutdown lets it
+        // finish instead.
+        return;
+    }
     connection.as_mut().graceful_shutdown();
     log_end(connection.await);
+}
+
+/// A request's body that tells its connection whether it is still
+/// arriving: from the request's start until its last frame, an error, or
+/// the body being dropped.
+#[derive(Debug)]
+pub struct Tracked {
+    inner: Incoming,
+    pending: Arc<AtomicBool>,
+}
+
+impl Tracked {
+    fn new(inner: Incoming, pending: Arc<AtomicBool>) -> Self {
+        pending.store(!hyper::body::Body::is_end_stream(&inner), Ordering::SeqCst);
+        Tracked { inner, pending }
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_))))
+            || hyper::body::Body::is_end_stream(&self.inner)
+        {
+            self.pending.store(false, Ordering::SeqCst);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.pending.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Counts a request as being served until dropped.

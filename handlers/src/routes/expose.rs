@@ -46,8 +46,11 @@ pub async fn expose(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state.keys, &headers, Role::Read)?;
-    let bytes = state.bodies.read(&headers, body, MAX_BODY_BYTES).await?;
+    let reader = authorize(&state.keys, &headers, Role::Read)?;
+    let bytes = state
+        .bodies
+        .read(&reader, &headers, body, MAX_BODY_BYTES)
+        .await?;
     // Other fields are ignored, as the original API did.
     let request: Map<String, Value> = parse_json(&bytes, SHAPE)?;
     let text = match request.get("type") {

@@ -27,7 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use sygno_shared::domain::auth::Role;
+use sygno_shared::domain::auth::{KeyId, Role};
 use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::Scope;
 use sygno_shared::domain::series::{finest_interval, SeriesQuery};
@@ -69,14 +69,16 @@ fn bare(value: &Value) -> Response {
     response
 }
 
+/// The request's body, sent with `reader`'s key, as `T`.
 async fn body_of<T: for<'de> Deserialize<'de>>(
     state: &AppState,
+    reader: &KeyId,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
     let bytes = state
         .bodies
-        .read(headers, body, MAX_GRAFANA_BODY_BYTES)
+        .read(reader, headers, body, MAX_GRAFANA_BODY_BYTES)
         .await?;
     // The plugin sends some requests without a body: read as `{}`.
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -121,8 +123,8 @@ pub async fn metrics(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state.keys, &headers, Role::Read)?;
-    let _: Value = body_of(&state, &headers, body).await?;
+    let reader = authorize(&state.keys, &headers, Role::Read)?;
+    let _: Value = body_of(&state, &reader, &headers, body).await?;
     let mut scopes = vec![Scope::All];
     for doc in state.views.sources().await? {
         if let Ok(entry) = serde_json::from_str::<Value>(&doc) {
@@ -184,8 +186,8 @@ pub async fn payload_options(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state.keys, &headers, Role::Read)?;
-    let request: Value = body_of(&state, &headers, body).await?;
+    let reader = authorize(&state.keys, &headers, Role::Read)?;
+    let request: Value = body_of(&state, &reader, &headers, body).await?;
     let options = if request["name"] == "statistic" {
         statistic_options()
     } else {
@@ -233,8 +235,8 @@ pub async fn query(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state.keys, &headers, Role::Read)?;
-    let request: QueryRequest = body_of(&state, &headers, body).await?;
+    let reader = authorize(&state.keys, &headers, Role::Read)?;
+    let request: QueryRequest = body_of(&state, &reader, &headers, body).await?;
     let time = |text: &str, name: &str| {
         parse_rfc3339(text).ok_or_else(|| {
             ApiError::invalid_body(format!("`range.{name}` must be an RFC 3339 timestamp"))

@@ -43,8 +43,11 @@ pub async fn series(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state.keys, &headers, Role::Read)?;
-    let bytes = state.bodies.read(&headers, body, MAX_BODY_BYTES).await?;
+    let reader = authorize(&state.keys, &headers, Role::Read)?;
+    let bytes = state
+        .bodies
+        .read(&reader, &headers, body, MAX_BODY_BYTES)
+        .await?;
     let query = parse_series(&bytes).map_err(|e| match e {
         SeriesRequestError::Write(e) => ApiError::from(e),
         SeriesRequestError::Series(e) => series_error(e),

@@ -47,7 +47,7 @@ pub async fn write_batch(
     let writer = authorize(&state.keys, &headers, Role::Write)?;
     let bytes = state
         .bodies
-        .read(&headers, body, MAX_BATCH_BODY_BYTES)
+        .read(&writer, &headers, body, MAX_BATCH_BODY_BYTES)
         .await?;
     let now = now_ms();
     let commands = parse_batch(&bytes, now)?;

@@ -92,7 +92,10 @@ pub async fn write_raw(
     body: Body,
 ) -> Result<Response, ApiError> {
     let writer = authorize(&state.keys, &headers, Role::Write)?;
-    let bytes = state.bodies.read(&headers, body, MAX_BODY_BYTES).await?;
+    let bytes = state
+        .bodies
+        .read(&writer, &headers, body, MAX_BODY_BYTES)
+        .await?;
     let now = now_ms();
     let command = parse_write(&bytes, now)?;
     let event = new_event(command, &writer, now, idempotency_key(&headers)?);

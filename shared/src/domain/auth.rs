@@ -59,7 +59,7 @@ impl Roles {
 }
 
 /// The public id of a key: 12 hex digits of its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyId(String);
 
 impl KeyId {

@@ -182,3 +182,94 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     assert_eq!(latest["data"]["data"], json!({"in_flight": 1}));
     app.terminate().await;
 }
+
+/// Opens `n` connections that each send `write_batch` headers declaring
+/// a body of `declared` bytes, then `sent` bytes of it, and nothing more
+/// (held open by the caller until dropped).
+async fn stalled_bodies(
+    base: &str,
+    key: &str,
+    n: usize,
+    declared: usize,
+    sent: usize,
+) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    let part = vec![b' '; sent];
+    for _ in 0..n {
+        let mut stream = connect(base).await;
+        let head = format!(
+            "POST /source/write_batch HTTP/1.1\r\nHost: sygno\r\nx-api-key: {key}\r\n\
+             content-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.expect("send");
+        stream.write_all(&part).await.expect("send");
+        held.push(stream);
+    }
+    held
+}
+
+/// A well-behaved client's write and `expose`, each answered 200 within
+/// `within` (the body timeout is 30 s: a starved request would wait
+/// for it).
+async fn served_promptly(app: &crate::helpers::TestApp, rounds: usize, within: Duration) {
+    let client = reqwest::Client::builder()
+        .timeout(within)
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    for i in 0..rounds {
+        let write = client
+            .post(format!("{}/source/write_raw", app.base))
+            .header("x-api-key", &app.keys.write2)
+            .json(&json!({"data": {"i": i}}))
+            .send()
+            .await
+            .expect("a write answers promptly");
+        assert_eq!(write.status(), 200);
+        let expose = client
+            .post(format!("{}/source/expose", app.base))
+            .header("x-api-key", &app.keys.read)
+            .json(&json!({"type": "latest"}))
+            .send()
+            .await
+            .expect("expose answers promptly");
+        assert!(
+            expose.status() == 200 || expose.status() == 404,
+            "{}",
+            expose.status()
+        );
+    }
+}
+
+/// 200 clients holding the write key declare 1 MB bodies and trickle
+/// none of it (before: each reserved its route's 1 MiB of the 64 MiB
+/// budget, and everyone else waited for the 30 s body timeout); then 70
+/// of the same key send 1,000,000 bytes each and stall (70 MB: more than
+/// the whole budget, but one key holds at most a quarter of it). Another
+/// key's writes and reads are served at once throughout.
+#[tokio::test]
+async fn slow_and_stalled_bodies_of_one_key_do_not_starve_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keys::random();
+    let app = spawn_app_with(dir.path(), &keys, &[], None).await;
+    let slow = stalled_bodies(&app.base, &keys.write, 200, 1_000_000, 1).await;
+    served_promptly(&app, 10, Duration::from_secs(5)).await;
+    let stalled = stalled_bodies(&app.base, &keys.write, 70, 1_000_001, 1_000_000).await;
+    served_promptly(&app, 10, Duration::from_secs(5)).await;
+    drop((slow, stalled));
+    app.terminate().await;
+}
+
+/// At the connection cap (descriptor limit 128), 200 connections sending
+/// a body forever: they are shed like idle ones (before: each was let
+/// finish its request, so nobody was served until the body timeout).
+#[tokio::test]
+async fn body_trickling_connections_are_shed_at_the_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keys::random();
+    let app = spawn_app_with(dir.path(), &keys, &[], Some(128)).await;
+    let held = stalled_bodies(&app.base, &keys.write, 200, 1_000_000, 10).await;
+    served_promptly(&app, 10, Duration::from_secs(5)).await;
+    drop(held);
+    app.terminate().await;
+}
