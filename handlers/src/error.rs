@@ -11,11 +11,26 @@ use sygno_shared::store::StoreError;
 
 /// A response body in the envelope, `data` given as JSON text.
 pub fn envelope(status: StatusCode, description: &str, data_json: &str) -> Response {
+    envelope_writing(status, description, |out| {
+        out.extend_from_slice(data_json.as_bytes());
+    })
+}
+
+/// A response body in the envelope, `data` written by `data` straight
+/// into the body (a large answer is not copied).
+pub fn envelope_writing(
+    status: StatusCode,
+    description: &str,
+    data: impl FnOnce(&mut Vec<u8>),
+) -> Response {
     let description = serde_json::to_string(description).unwrap_or_else(|_| "\"\"".to_owned());
-    let body = format!(
-        "{{\"status\":{},\"description\":{description},\"data\":{data_json}}}",
+    let mut body = format!(
+        "{{\"status\":{},\"description\":{description},\"data\":",
         status.as_u16()
-    );
+    )
+    .into_bytes();
+    data(&mut body);
+    body.push(b'}');
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -132,6 +147,16 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", description)
     }
 
+    /// 503 `busy`: too many heavy reads at once (see `crate::reads`); the
+    /// answer carries `Retry-After`.
+    pub fn busy() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many large reads at once; retry in a moment",
+        )
+    }
+
     /// 500: a bug. The cause is logged where it happened.
     pub fn internal() -> Self {
         Self::new(
@@ -150,6 +175,11 @@ impl IntoResponse for ApiError {
         };
         let data = data.to_string();
         let mut response = envelope(self.status, &self.description, &data);
+        if self.code == "busy" {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body may never come: close, do not drain.
             response

@@ -7,7 +7,9 @@
 //! - [`auth`]: the `x-api-key` check (401 / 403).
 //! - [`observe`]: request ids, spans, failed-request log lines, request
 //!   metrics, and the Prometheus recorder.
-//! - [`body`]: reading a request body under the size limit (413, 415).
+//! - [`body`]: reading a request body under the size limit (413, 415),
+//!   the body deadline (408) and the memory budget of bodies.
+//! - [`reads`]: the budget of heavy reads (series, Grafana: 503 `busy`).
 //! - [`openapi`]: the OpenAPI document, generated from the handlers.
 //! - [`lambda`]: the same router behind API Gateway (stage prefixes).
 //! - [`local`]: `sygno serve`: the router, the embedded store and the
@@ -22,6 +24,7 @@ pub mod lambda;
 pub mod local;
 pub mod observe;
 pub mod openapi;
+pub mod reads;
 pub mod routes;
 pub mod server;
 

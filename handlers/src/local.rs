@@ -79,6 +79,7 @@ impl ServeOptions {
         let state = AppState {
             metrics,
             bodies: BodyReader::new(self.connections.body_timeout),
+            reads: Default::default(),
             retention: self.retention,
             ..state
         };

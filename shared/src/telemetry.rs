@@ -43,6 +43,10 @@ pub mod metric {
     /// Counter, labels `kind` (see `StoreError::kind`) and `path`
     /// (`request`, `aggregator`).
     pub const STORAGE_ERRORS: &str = "sygno_storage_errors_total";
+    /// Counter, label `route`: heavy reads (series, development views,
+    /// Grafana queries) answered 503 `busy` because the read budget was
+    /// spent (`handlers::reads`).
+    pub const READS_SHED: &str = "sygno_http_heavy_reads_shed_total";
     /// Counter: events the aggregator applied.
     pub const AGGREGATED: &str = "sygno_aggregator_events_total";
     /// Histogram: events per aggregator batch (a worker step, a stream batch).
@@ -83,6 +87,10 @@ pub fn describe_metrics() {
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests answered, by route, method and status"
+    );
+    describe_counter!(
+        READS_SHED,
+        "Heavy reads (series, Grafana queries) refused with 503 busy: too many at once"
     );
     describe_histogram!(
         HTTP_DURATION,

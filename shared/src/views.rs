@@ -82,14 +82,36 @@ struct SeriesDoc<'a> {
     interval: &'static str,
     from: String,
     to: String,
-    buckets: Vec<BucketDoc<'a>>,
+    buckets: BucketsDoc<'a>,
+}
+
+/// Buckets written as they are serialized: an answer is never held twice
+/// in memory (as buckets and as documents) before its text.
+struct BucketsDoc<'a>(&'a [Bucket]);
+
+impl Serialize for BucketsDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|b| BucketDoc {
+            start: format_rfc3339(b.start),
+            count: b.summary.events,
+            fields: FieldsDoc(&b.summary.fields),
+        }))
+    }
 }
 
 #[derive(Serialize)]
 struct BucketDoc<'a> {
     start: String,
     count: u64,
-    fields: BTreeMap<&'a str, StatsDoc>,
+    fields: FieldsDoc<'a>,
+}
+
+struct FieldsDoc<'a>(&'a BTreeMap<String, Moments>);
+
+impl Serialize for FieldsDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(path, m)| (path, StatsDoc::of(m))))
+    }
 }
 
 /// A `series` answer's `data` (with `type` for a development view).
@@ -98,27 +120,31 @@ pub fn render_series(
     buckets: &[Bucket],
     development: Option<Development>,
 ) -> String {
+    let mut out = Vec::new();
+    render_series_to(&mut out, query, buckets, development);
+    String::from_utf8(out).unwrap_or_else(|_| String::from("null"))
+}
+
+/// [`render_series`], appended to `out`.
+pub fn render_series_to(
+    out: &mut Vec<u8>,
+    query: &SeriesQuery,
+    buckets: &[Bucket],
+    development: Option<Development>,
+) {
     let doc = SeriesDoc {
         kind: development.map(Development::as_str),
         name: query.name.as_deref(),
         interval: query.interval.as_str(),
         from: format_rfc3339(query.from),
         to: format_rfc3339(query.to),
-        buckets: buckets
-            .iter()
-            .map(|b| BucketDoc {
-                start: format_rfc3339(b.start),
-                count: b.summary.events,
-                fields: b
-                    .summary
-                    .fields
-                    .iter()
-                    .map(|(path, m)| (path.as_str(), StatsDoc::of(m)))
-                    .collect(),
-            })
-            .collect(),
+        buckets: BucketsDoc(buckets),
     };
-    serde_json::to_string(&doc).unwrap_or_else(|_| String::from("null"))
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, &doc).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"null");
+    }
 }
 
 /// A text cell as a spreadsheet reads it as text, never as a formula

@@ -22,6 +22,7 @@ pub mod write_raw;
 use crate::body::BodyReader;
 use crate::error::ApiError;
 use crate::openapi;
+use crate::reads::ReadBudget;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -63,6 +64,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Reads request bodies (deadline, shared memory budget).
     pub bodies: BodyReader,
+    /// The budget of heavy reads (series, Grafana queries).
+    pub reads: ReadBudget,
     /// How long the aggregator keeps minute and hour summaries: a series
     /// finer than kept is refused.
     pub retention: Retention,
@@ -81,6 +84,7 @@ impl AppState {
             rebuild,
             metrics: None,
             bodies: BodyReader::default(),
+            reads: ReadBudget::default(),
             retention: Retention::default(),
         }
     }

@@ -3,8 +3,9 @@
 //! or CSV on `Accept: text/csv`. Also the `expose` development types.
 
 use crate::auth::authorize;
-use crate::error::{envelope, ApiError};
+use crate::error::{envelope_writing, ApiError};
 use crate::openapi::{ErrorResponse, SeriesRequest, SeriesResponse};
+use crate::reads::HeavyRead;
 use crate::routes::{now_ms, AppState};
 use axum::body::Body;
 use axum::extract::State;
@@ -17,7 +18,7 @@ use sygno_shared::domain::series::{
     parse_series, Bucket, SeriesError, SeriesFold, SeriesQuery, SeriesRequestError,
 };
 use sygno_shared::domain::write::MAX_BODY_BYTES;
-use sygno_shared::views::{render_series, render_series_csv};
+use sygno_shared::views::{render_series_csv, render_series_to};
 
 /// Statistics per bucket of a range, at an interval.
 #[utoipa::path(
@@ -34,7 +35,7 @@ use sygno_shared::views::{render_series, render_series_csv};
         (status = 404, description = "A `name` never written (`unknown_source`)", body = ErrorResponse),
         (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
         (status = 422, description = "Bad body (`invalid_body`), over 10,000 buckets (`too_many_buckets`), over 1,000,000 statistics (`too_many_statistics`), or finer than the summaries kept for that time (`resolution_unavailable`)", body = ErrorResponse),
-        (status = 503, description = "Store unavailable", body = ErrorResponse),
+        (status = 503, description = "Store unavailable (`unavailable`), or too many large reads at once (`busy`, with `Retry-After`)", body = ErrorResponse),
     ),
     security(("api_key" = []))
 )]
@@ -52,7 +53,8 @@ pub async fn series(
         SeriesRequestError::Write(e) => ApiError::from(e),
         SeriesRequestError::Series(e) => series_error(e),
     })?;
-    let buckets = buckets(&state, &query).await?;
+    let mut read = state.reads.begin("series").await?;
+    let buckets = buckets(&state, &query, &mut read).await?;
     if wants_csv(&headers) {
         let mut response = render_series_csv(&query, &buckets).into_response();
         response.headers_mut().insert(
@@ -61,15 +63,22 @@ pub async fn series(
         );
         return Ok(response);
     }
-    let doc = render_series(&query, &buckets, None);
-    Ok(envelope(StatusCode::OK, "series", &doc))
+    Ok(envelope_writing(StatusCode::OK, "series", |out| {
+        render_series_to(out, &query, &buckets, None);
+    }))
 }
 
 /// The buckets of `query`: a 404 for a source never aggregated, a 422 for
 /// a range finer than kept or an answer over the statistics budget, else
 /// the fold of its stored summaries, read a day's minutes (or 60 days of
-/// hours) at a time so that memory holds the buckets, not the range.
-pub async fn buckets(state: &AppState, query: &SeriesQuery) -> Result<Vec<Bucket>, ApiError> {
+/// hours) at a time so that memory holds the buckets, not the range;
+/// `read` holds the statistics of the buckets as they grow (503 `busy`
+/// when the budget is spent).
+pub async fn buckets(
+    state: &AppState,
+    query: &SeriesQuery,
+    read: &mut HeavyRead,
+) -> Result<Vec<Bucket>, ApiError> {
     query
         .check_retention(&state.retention, now_ms())
         .map_err(series_error)?;
@@ -84,12 +93,14 @@ pub async fn buckets(state: &AppState, query: &SeriesQuery) -> Result<Vec<Bucket
         return Err(unknown_source());
     }
     let (tier, _) = query.reads();
+    let held_before = read.held();
     let mut fold = SeriesFold::new(query);
     let chunks: Vec<_> = fold.chunks().collect();
     for chunk in chunks {
         for (index, summary) in state.views.summaries(&scope, tier, chunk).await? {
             fold.push(index, &summary).map_err(series_error)?;
         }
+        read.hold(held_before + fold.cells()).await?;
     }
     Ok(fold.finish())
 }

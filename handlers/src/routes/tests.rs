@@ -36,6 +36,7 @@ fn harness() -> Harness {
         rebuild: Some(rebuild),
         metrics: None,
         bodies: crate::body::BodyReader::default(),
+        reads: Default::default(),
         retention: Default::default(),
     });
     Harness {
@@ -1086,6 +1087,7 @@ async fn a_store_outage_is_a_503_that_leaks_nothing() {
         rebuild: None,
         metrics: None,
         bodies: crate::body::BodyReader::default(),
+        reads: Default::default(),
         retention: Default::default(),
     });
     for call in [

@@ -476,6 +476,11 @@ impl<'q> SeriesFold<'q> {
         Ok(())
     }
 
+    /// Statistics (bucket × field) held so far.
+    pub fn cells(&self) -> usize {
+        self.cells
+    }
+
     /// The buckets with events, in order.
     pub fn finish(self) -> Vec<Bucket> {
         self.buckets
