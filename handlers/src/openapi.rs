@@ -275,8 +275,11 @@ pub struct SourceEntry {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SourcesData {
-    /// Sorted by name.
+    /// Sorted by name: at most `limit` of them, after `cursor`.
     pub sources: Vec<SourceEntry>,
+    /// The `cursor` of the next page (the last name of this one); null
+    /// on the last page.
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -299,7 +302,9 @@ pub struct ErrorData {
     /// unsupported_media_type, invalid_json, invalid_body,
     /// too_many_fields, field_path_too_long, field_collision, not_found,
     /// unknown_source, method_not_allowed, rebuild_running, unavailable,
-    /// too_many_events, internal.
+    /// too_many_events, too_many_statistics, too_many_buckets,
+    /// resolution_unavailable, invalid_query, busy, request_timeout,
+    /// internal.
     pub error: String,
     /// `write_batch`: the index of the first bad event.
     pub index: Option<usize>,

@@ -126,13 +126,11 @@ pub async fn metrics(
     let reader = authorize(&state.keys, &headers, Role::Read)?;
     let _: Value = body_of(&state, &reader, &headers, body).await?;
     let mut scopes = vec![Scope::All];
-    for doc in state.views.sources().await? {
-        if let Ok(entry) = serde_json::from_str::<Value>(&doc) {
-            if let Some(name) = entry["name"].as_str() {
-                scopes.push(Scope::Source(name.to_owned()));
-            }
-        }
-    }
+    let sources = state
+        .views
+        .sources_page(None, MAX_METRIC_SOURCES - 1)
+        .await?;
+    scopes.extend(sources.into_iter().map(|(name, _)| Scope::Source(name)));
     let statistic = json!({
         "label": "Statistic", "name": "statistic", "type": "select",
         "placeholder": "mean",

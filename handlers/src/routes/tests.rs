@@ -1064,7 +1064,11 @@ impl ViewStore for BrokenStore {
     ) -> Result<Option<Arc<str>>, StoreError> {
         Err(StoreError::Unavailable("disk on fire".into()))
     }
-    async fn sources(&self) -> Result<Vec<Arc<str>>, StoreError> {
+    async fn sources_page(
+        &self,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<(String, Arc<str>)>, StoreError> {
         Err(StoreError::Unavailable("disk on fire".into()))
     }
     async fn summaries(

@@ -530,20 +530,48 @@ impl ViewStore for DynamoStore {
     }
 
     /// One paged `Query` of the `sources` entries.
-    async fn sources(&self) -> Result<Vec<Arc<str>>> {
-        let items: Vec<Item> = query_all(
-            self.client
-                .query()
-                .table_name(&*self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(ROWS_KEY))
-                .expression_attribute_values(":prefix", s(state::SOURCE_PREFIX))
-                .projection_expression("doc"),
-        )
-        .await?;
+    async fn sources_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Arc<str>)>> {
+        // Sort keys after `s#AFTER` (its successor is `s#AFTER\0`) and
+        // before `s$`, the first key past the prefix: DynamoDB, like
+        // the embedded store, orders them by their UTF-8 bytes.
+        let low = match after {
+            Some(after) => format!("{}{after}\0", state::SOURCE_PREFIX),
+            None => state::SOURCE_PREFIX.to_owned(),
+        };
+        let high = "s$";
+        debug_assert!(state::SOURCE_PREFIX == "s#");
+        let page_size = i32::try_from(limit.clamp(1, 1_000)).unwrap_or(1_000);
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&*self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":pk", s(ROWS_KEY))
+            .expression_attribute_values(":low", s(low))
+            .expression_attribute_values(":high", s(high))
+            .projection_expression("sk, doc")
+            .limit(page_size)
+            .into_paginator()
+            .items()
+            .send();
+        let mut items: Vec<Item> = Vec::with_capacity(limit.min(1_000));
+        while items.len() < limit {
+            match pages.next().await {
+                Some(item) => items.push(item.map_err(unavailable)?),
+                None => break,
+            }
+        }
         items
             .iter()
-            .map(|item| Ok(Arc::from(get_s(item, "doc")?)))
+            .map(|item| {
+                let sk = get_s(item, "sk")?;
+                let name = sk.strip_prefix(state::SOURCE_PREFIX).unwrap_or(sk);
+                Ok((name.to_owned(), Arc::from(get_s(item, "doc")?)))
+            })
             .collect()
     }
 }

@@ -921,13 +921,24 @@ impl ViewStore for EmbeddedStore {
         Ok(cache.rows.get(&(scope.clone(), kind)).cloned())
     }
 
-    async fn sources(&self) -> Result<Vec<Arc<str>>> {
+    async fn sources_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Arc<str>)>> {
+        use std::ops::Bound;
         let cache = self
             .inner
             .views
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Ok(cache.sources.values().cloned().collect())
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(cache
+            .sources
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(name, doc)| (name.clone(), Arc::clone(doc)))
+            .collect())
     }
 }
 

@@ -204,8 +204,28 @@ pub trait ViewStore: Send + Sync {
     /// The row for `kind` of `scope`'s aggregate, `None` if none was ever
     /// written (for a source: no event of it was aggregated yet).
     async fn view(&self, scope: &Scope, kind: ExposeKind) -> Result<Option<Arc<str>>>;
-    /// Every source's `sources` entry, sorted by name.
-    async fn sources(&self) -> Result<Vec<Arc<str>>>;
+    /// Up to `limit` sources' `sources` entries with names after `after`
+    /// (all: `None`), sorted by name, each with its name.
+    async fn sources_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Arc<str>)>>;
+    /// Every source's `sources` entry, sorted by name, read page by page.
+    async fn sources(&self) -> Result<Vec<Arc<str>>> {
+        const PAGE: usize = 1_000;
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.sources_page(after.as_deref(), PAGE).await?;
+            let full = page.len() == PAGE;
+            after = page.last().map(|(name, _)| name.clone());
+            all.extend(page.into_iter().map(|(_, doc)| doc));
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
     /// The live summaries of `scope`'s aggregate in `tier` with index in
     /// `range`, in index order (absent ones left out): what a series folds.
     async fn summaries(

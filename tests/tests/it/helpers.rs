@@ -326,6 +326,20 @@ impl Api {
         .await
     }
 
+    /// `GET path` with `query`, read key.
+    pub(crate) async fn get_json(&self, path: &str, query: &[(&str, String)]) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .header("x-api-key", &self.keys.read)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
     /// `GET /source/sources`.
     pub(crate) async fn sources(&self) -> (u16, Value) {
         let response = self

@@ -152,6 +152,35 @@ async fn every_source_and_all_events_match_the_exact_statistics(kind: StoreKind)
     names.sort_unstable();
     let got: Vec<&str> = listed.iter().filter_map(|s| s["name"].as_str()).collect();
     assert_eq!(got, names);
+    assert_eq!(body["data"]["next"], Value::Null, "{body}");
+    // The same, a page of 3 at a time (then 1: no `next` after it); a
+    // bad `limit` is a 422.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut query = vec![("limit", "3".to_owned())];
+        query.extend(cursor.clone().map(|c| ("cursor", c)));
+        let (status, page) = app.get_json("/source/sources", &query).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        paged.extend(page["data"]["sources"].as_array().expect("a page").clone());
+        match page["data"]["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!((pages, &paged), (2, &listed));
+    for limit in ["0", "10001", "x", "-1"] {
+        let (status, body) = app
+            .get_json("/source/sources", &[("limit", limit.to_owned())])
+            .await;
+        assert_eq!(
+            (status, &body["data"]["error"]),
+            (422, &json!("invalid_query")),
+            "{limit}"
+        );
+    }
     let week_start = parse_ms(&app.expose("7d_stats").await.1["data"]["window_start"]);
     for entry in &listed {
         let name = entry["name"].as_str().unwrap_or_default();
