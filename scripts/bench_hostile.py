@@ -66,17 +66,11 @@ class Server:
         conn.close()
         return response.status, payload, response.getheader("retry-after")
 
-    def peak_rss_mb(self):
+    def memory_mb(self, field):
+        """VmHWM (peak) or VmRSS (now) of the server, in MB."""
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def rss_mb(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
         return float("nan")
 
@@ -149,7 +143,7 @@ def series(server):
     assert status == 200, payload[:300]
     size = len(payload)
     cells = sum(len(b["fields"]) for b in json.loads(payload)["data"]["buckets"])
-    rss_before = server.rss_mb()
+    rss_before = server.memory_mb('VmRSS')
 
     def one(_):
         busy = 0
@@ -168,7 +162,7 @@ def series(server):
     wall = time.perf_counter() - t0
     print(f"series: {cells:,} statistics, {size / 1e6:.1f} MB an answer; RSS before {rss_before:.0f} MB")
     print(f"  32 concurrent: all answered in {wall:.1f} s ({32 / wall:.2f} answers/s), "
-          f"{busy} busy answers retried; peak RSS (VmHWM) {server.peak_rss_mb():.0f} MB, after {server.rss_mb():.0f} MB")
+          f"{busy} busy answers retried; peak RSS (VmHWM) {server.memory_mb('VmHWM'):.0f} MB, after {server.memory_mb('VmRSS'):.0f} MB")
 
 
 def main():

@@ -342,15 +342,7 @@ impl Api {
 
     /// `GET /source/sources`.
     pub(crate) async fn sources(&self) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}/source/sources", self.base))
-            .header("x-api-key", &self.keys.read)
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("JSON body"))
+        self.get_json("/source/sources", &[]).await
     }
 
     pub(crate) async fn expose_text(&self, kind: &str) -> String {
