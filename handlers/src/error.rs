@@ -217,6 +217,13 @@ impl From<BatchError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::TooManySources { max } = e {
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_many_sources",
+                format!("the service holds its most sources ({max}); write to a source it has, or ask its operator to raise SYGNO_MAX_SOURCES"),
+            );
+        }
         sygno_shared::telemetry::storage_error(&e, "request");
         ApiError {
             cause: Some(format!("{e:?}")),

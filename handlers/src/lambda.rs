@@ -36,6 +36,8 @@ pub enum ConfigError {
     Keys(#[from] sygno_shared::domain::auth::KeysError),
     #[error("{0}")]
     Retention(String),
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Where the API keys come from.
@@ -57,6 +59,8 @@ pub struct LambdaConfig {
     /// `SYGNO_MINUTE_RETENTION_DAYS` / `SYGNO_HOUR_RETENTION_DAYS`, as the
     /// aggregator function keeps summaries (series finer are refused).
     pub retention: Retention,
+    /// `SYGNO_MAX_SOURCES` (the write function's bound on sources).
+    pub max_sources: usize,
 }
 
 impl LambdaConfig {
@@ -76,10 +80,14 @@ impl LambdaConfig {
             }
         };
         let retention = Retention::from_vars(&var).map_err(ConfigError::Retention)?;
+        let max_sources =
+            sygno_shared::domain::limit::parse_max_sources(var("SYGNO_MAX_SOURCES").as_deref())
+                .map_err(ConfigError::Limit)?;
         Ok(LambdaConfig {
             table,
             keys,
             retention,
+            max_sources,
         })
     }
 }
@@ -134,7 +142,8 @@ pub async fn state_from_env() -> Result<AppState, ConfigError> {
             "the API keys hold a plaintext key; configure sha256:<hex> instead"
         );
     }
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table);
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table)
+        .with_max_sources(config.max_sources);
     Ok(AppState {
         retention: config.retention,
         ..AppState::on_store(keys, store, None)

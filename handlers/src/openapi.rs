@@ -302,7 +302,7 @@ pub struct ErrorData {
     /// unsupported_media_type, invalid_json, invalid_body,
     /// too_many_fields, field_path_too_long, field_collision, not_found,
     /// unknown_source, method_not_allowed, rebuild_running, unavailable,
-    /// too_many_events, too_many_statistics, too_many_buckets,
+    /// too_many_events, too_many_sources, too_many_statistics, too_many_buckets,
     /// resolution_unavailable, invalid_query, busy, request_timeout,
     /// internal.
     pub error: String,

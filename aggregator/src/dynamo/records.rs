@@ -50,7 +50,7 @@ pub fn decode(record: &Value) -> Record {
     match pk {
         Some(serde_dynamo::AttributeValue::S(pk)) => match Partition::of(pk) {
             Partition::Log => {}
-            Partition::Aggregates => return Record::Ignored,
+            Partition::Aggregates | Partition::Sources => return Record::Ignored,
             Partition::Foreign => return poison("an item Sygno does not write".into()),
         },
         Some(_) => return poison("the record's key is not a string".into()),

@@ -16,7 +16,9 @@ use sygno_aggregator::dynamo::rebuild::Progress;
 use sygno_handlers::local::{rebuild_store, serve, serve_dynamo, system_clock, ServeOptions};
 use sygno_handlers::server::ConnectionOptions;
 use sygno_shared::domain::auth::{ApiKeys, Role};
-use sygno_shared::domain::limit::{parse_max_fields, DEFAULT_MAX_FIELDS};
+use sygno_shared::domain::limit::{
+    parse_max_fields, parse_max_sources, DEFAULT_MAX_FIELDS, DEFAULT_MAX_SOURCES,
+};
 use sygno_shared::domain::series::Retention;
 use sygno_shared::domain::time::format_rfc3339;
 use sygno_shared::store::dynamo::{DynamoStore, TTL_ATTRIBUTE};
@@ -94,6 +96,11 @@ struct StoreArgs {
     #[arg(long, env = "SYGNO_MAX_FIELDS", default_value_t = DEFAULT_MAX_FIELDS,
           value_parser = |text: &str| parse_max_fields(Some(text)))]
     max_fields: usize,
+    /// Distinct sources the event log takes; a write naming a new source
+    /// past it is refused (422 `too_many_sources`), nothing stored.
+    #[arg(long, env = "SYGNO_MAX_SOURCES", default_value_t = DEFAULT_MAX_SOURCES,
+          value_parser = |text: &str| parse_max_sources(Some(text)))]
+    max_sources: usize,
     /// Days minute summaries are kept (series at 1m, 5m, 15m); at least 8.
     #[arg(long, env = "SYGNO_MINUTE_RETENTION_DAYS", default_value = "35")]
     minute_retention_days: String,
@@ -226,12 +233,14 @@ fn random_key() -> String {
 }
 
 fn open_store(args: &StoreArgs) -> anyhow::Result<EmbeddedStore> {
-    match EmbeddedStore::open(&args.data_dir) {
+    let store = match EmbeddedStore::open(&args.data_dir) {
         Err(StoreError::Locked(dir)) => bail!(
             "the data directory {dir} is in use by a running sygno; stop it first, or rebuild online with POST /admin/rebuild"
         ),
-        other => other.with_context(|| format!("opening the store in {}", args.data_dir.display())),
-    }
+        other => other.with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
+    };
+    store.set_max_sources(args.max_sources);
+    Ok(store)
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -255,7 +264,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let retention = args.store.retention()?;
     if args.store.store == StoreKind::Dynamodb {
         let table = args.store.table()?;
-        let store = DynamoStore::from_env(table).await.with_retention(retention);
+        let store = DynamoStore::from_env(table)
+            .await
+            .with_retention(retention)
+            .with_max_sources(args.store.max_sources);
         store
             .ping()
             .await

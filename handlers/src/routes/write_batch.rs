@@ -34,7 +34,7 @@ struct WrittenBatch {
         (status = 403, description = "Key lacks the write role", body = ErrorResponse),
         (status = 413, description = "Body over 1 MiB", body = ErrorResponse),
         (status = 415, description = "Content-Type is not JSON", body = ErrorResponse),
-        (status = 422, description = "A bad event (`data.index` names the first) or a bad batch; nothing stored", body = ErrorResponse),
+        (status = 422, description = "A bad event (`data.index` names the first), a bad batch, or a new source past SYGNO_MAX_SOURCES (`too_many_sources`); nothing stored", body = ErrorResponse),
         (status = 503, description = "Store unavailable; retry (with an Idempotency-Key, without duplicates)", body = ErrorResponse),
     ),
     security(("api_key" = []))

@@ -81,7 +81,7 @@ pub(crate) fn new_event(
         (status = 403, description = "Key lacks the write role", body = ErrorResponse),
         (status = 413, description = "Body over 64 KiB", body = ErrorResponse),
         (status = 415, description = "Content-Type is not JSON", body = ErrorResponse),
-        (status = 422, description = "Body or Idempotency-Key invalid", body = ErrorResponse),
+        (status = 422, description = "Body or Idempotency-Key invalid, or a new source past SYGNO_MAX_SOURCES (`too_many_sources`); nothing stored", body = ErrorResponse),
         (status = 503, description = "Store unavailable; nothing stored, retry", body = ErrorResponse),
     ),
     security(("api_key" = []))

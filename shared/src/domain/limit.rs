@@ -29,6 +29,27 @@ pub const DEFAULT_MAX_FIELDS: usize = 2_000;
 /// sized for the default (see ARCHITECTURE.md, "Limits").
 pub const MAX_MAX_FIELDS: usize = 2_000;
 
+/// Default of `SYGNO_MAX_SOURCES`: the distinct sources the log takes.
+/// Each source costs the embedded server about 26 KB of memory (its scope
+/// state, window folds and rows; measured at 40,000 sources) and every
+/// minute's roll renders it, so 10,000 sources hold about 260 MB.
+pub const DEFAULT_MAX_SOURCES: usize = 10_000;
+/// The largest `SYGNO_MAX_SOURCES` accepted.
+pub const MAX_MAX_SOURCES: usize = 1_000_000;
+
+/// Parses `SYGNO_MAX_SOURCES` (absent: the default).
+pub fn parse_max_sources(value: Option<&str>) -> Result<usize, String> {
+    let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(DEFAULT_MAX_SOURCES);
+    };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_MAX_SOURCES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "SYGNO_MAX_SOURCES must be a whole number from 1 to {MAX_MAX_SOURCES}, not {text:?}"
+        )),
+    }
+}
+
 /// Parses `SYGNO_MAX_FIELDS` (absent: the default).
 pub fn parse_max_fields(value: Option<&str>) -> Result<usize, String> {
     let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {

@@ -97,3 +97,43 @@ pub(crate) async fn batches_answer_in_order_and_repeat_as_duplicates(log: &dyn E
     assert_eq!(dup, [false, false, false, true, false]);
     assert_eq!(rest[3].event_id, "c3");
 }
+
+fn named(id: &str, name: &str) -> NewEvent {
+    NewEvent {
+        name: name.into(),
+        ..new_event(id, "u1", None)
+    }
+}
+
+/// With a bound of 3 sources (set by the caller): a batch naming new
+/// sources past it is refused whole; sources the log has stay writable.
+/// Returns the ids of the events refused (the caller checks none is
+/// stored).
+pub(crate) async fn sources_past_the_bound_are_refused(log: &dyn EventLog) -> Vec<&'static str> {
+    let too_many = |r: crate::store::Result<Vec<crate::domain::event::Appended>>| {
+        matches!(r, Err(crate::store::StoreError::TooManySources { max: 3 }))
+    };
+    log.append_batch(vec![named("s1", "a"), named("s2", "b"), named("s3", "a")])
+        .await
+        .expect("two sources");
+    let refused = log
+        .append_batch(vec![named("r1", "a"), named("r2", "c"), named("r3", "d")])
+        .await;
+    assert!(too_many(refused), "two new sources past the third place");
+    log.append_batch(vec![named("s4", "c"), named("s5", "b")])
+        .await
+        .expect("a third source");
+    assert!(
+        too_many(log.append_batch(vec![named("r4", "d")]).await),
+        "a fourth source"
+    );
+    assert!(
+        too_many(
+            log.append_batch(vec![named("r5", "a"), named("r6", "e")])
+                .await
+        ),
+        "a batch with one new source past the bound"
+    );
+    log.append(named("s6", "a")).await.expect("a known source");
+    vec!["r1", "r2", "r3", "r4", "r5", "r6"]
+}

@@ -15,6 +15,7 @@
 //! | scope state | `scope#<generation>` | `<scope>` | see [`state`] |
 //! | minute / hour summary | `m#<generation>#<scope>` / `h#<generation>#<scope>` | the index, sortable | `sum` (B, [`crate::store::codec`]) |
 //! | applied marks | `ap#<second of receipt>` | `c#<commit>` | see [`state`] |
+//! | a source the log took, their count | `src` | `n#<name>`, `count` | see [`sources`] |
 //!
 //! `<scope>` is `all` (every event) or `s:<name>` (one source).
 //!
@@ -35,6 +36,7 @@
 use crate::domain::event::{Appended, NewEvent};
 use crate::domain::expose::ExposeKind;
 use crate::domain::fold::Scope;
+use crate::domain::limit::DEFAULT_MAX_SOURCES;
 use crate::domain::series::Retention;
 use crate::domain::summary::Summary;
 use crate::domain::tiers::Tier;
@@ -74,6 +76,10 @@ pub struct DynamoStore {
     /// Summaries older than kept carry a TTL (`expires_at`): DynamoDB
     /// deletes them.
     retention: Retention,
+    /// The most distinct sources the log takes ([`sources`]).
+    max_sources: usize,
+    /// Sources known to have their item ([`sources`]).
+    known_sources: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Every item `query` matches, page after page.
@@ -170,11 +176,23 @@ impl DynamoStore {
         &self.retention
     }
 
+    /// The most distinct sources the log takes (default
+    /// [`DEFAULT_MAX_SOURCES`]): a batch naming a new source past it is
+    /// refused before anything is put.
+    pub fn with_max_sources(self, max_sources: usize) -> Self {
+        DynamoStore {
+            max_sources,
+            ..self
+        }
+    }
+
     pub fn new(client: Client, table: &str) -> Self {
         DynamoStore {
             client,
             table: Arc::from(table),
             retention: Retention::default(),
+            max_sources: DEFAULT_MAX_SOURCES,
+            known_sources: Arc::default(),
         }
     }
 
@@ -372,6 +390,8 @@ impl EventLog for DynamoStore {
     /// is (none is dropped half-sent); any failure fails the batch, and
     /// the events put stay (each is whole).
     async fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
+        self.admit_sources(events.iter().map(|e| e.name.as_str()).collect())
+            .await?;
         let answers: Vec<Result<Appended>> = futures::stream::iter(events)
             .map(|event| self.append_one(event))
             .buffered(BATCH_PUTS_IN_FLIGHT)
@@ -576,6 +596,7 @@ impl ViewStore for DynamoStore {
     }
 }
 
+pub mod sources;
 pub mod state;
 pub mod testing;
 

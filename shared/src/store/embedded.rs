@@ -22,6 +22,7 @@
 use crate::domain::event::{Appended, LoggedEvent, NewEvent};
 use crate::domain::expose::ExposeKind;
 use crate::domain::fold::{Scope, SummaryKey};
+use crate::domain::limit::DEFAULT_MAX_SOURCES;
 use crate::domain::summary::Summary;
 use crate::domain::tiers::Tier;
 use crate::store::codec::{self, decode_summary, encode_summary};
@@ -31,10 +32,11 @@ use crate::store::{
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -66,6 +68,9 @@ CREATE TABLE IF NOT EXISTS idempotency (
     seq INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (user_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_sources (
+    name TEXT PRIMARY KEY
 ) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS events_append_only_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
@@ -174,6 +179,8 @@ struct Inner {
     summaries_readers: Vec<Mutex<Connection>>,
     /// The rendered rows and sources entries, as last committed.
     views: RwLock<Views>,
+    /// The most distinct sources the log takes (read by the writer).
+    max_sources: Arc<AtomicUsize>,
     /// Held for the store's life; released on drop.
     _lock: File,
 }
@@ -216,6 +223,8 @@ impl EmbeddedStore {
         let events_path = dir.join("events.db");
         let writer_conn = open_db(&events_path, "FULL")?;
         writer_conn.execute_batch(EVENTS_SCHEMA).map_err(sql_err)?;
+        let known = log_sources(&writer_conn).map_err(sql_err)?;
+        let max_sources = Arc::new(AtomicUsize::new(DEFAULT_MAX_SOURCES));
         let reader = open_db(&events_path, "FULL")?;
         let head: u64 = reader
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
@@ -231,7 +240,10 @@ impl EmbeddedStore {
         let (tx, rx) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("sygno-log-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, head_tx))
+            .spawn({
+                let max = Arc::clone(&max_sources);
+                move || writer_loop(writer_conn, rx, head_tx, Sources { known, max })
+            })
             .map_err(StoreError::unavailable)?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
@@ -243,6 +255,7 @@ impl EmbeddedStore {
                 aggregates: Mutex::new(aggregates),
                 summaries_readers,
                 views: RwLock::new(views),
+                max_sources,
                 _lock: lock_file,
             }),
         })
@@ -250,6 +263,13 @@ impl EmbeddedStore {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Sets the most distinct sources the log takes (default
+    /// [`DEFAULT_MAX_SOURCES`]): a batch naming a new source past it is
+    /// refused whole. Sources already in the log stay writable.
+    pub fn set_max_sources(&self, max: usize) {
+        self.inner.max_sources.store(max, Ordering::SeqCst);
     }
 
     async fn with_events<T: Send + 'static>(
@@ -372,7 +392,37 @@ fn load_views(conn: &Connection) -> Result<Views> {
     Ok(views)
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendJob>, head: watch::Sender<u64>) {
+/// The sources of the log, as the writer checks new ones against the
+/// bound: `log_sources` holds every name ever appended, written in the
+/// same transaction as the events.
+struct Sources {
+    known: HashSet<String>,
+    max: Arc<AtomicUsize>,
+}
+
+/// The names in `log_sources`, filled from the events first if the table
+/// is new to a log that has events (a store from before the bound).
+fn log_sources(conn: &Connection) -> rusqlite::Result<HashSet<String>> {
+    let empty: bool = conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM log_sources)", [], |r| {
+        r.get(0)
+    })?;
+    if empty {
+        conn.execute(
+            "INSERT OR IGNORE INTO log_sources (name) SELECT DISTINCT name FROM events",
+            [],
+        )?;
+    }
+    let mut stmt = conn.prepare("SELECT name FROM log_sources")?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    names.collect()
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<AppendJob>,
+    head: watch::Sender<u64>,
+    mut sources: Sources,
+) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     // A job taken that would have made the last group pass MAX_GROUP.
     let mut held: Option<AppendJob> = None;
@@ -392,7 +442,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendJob>, head: wa
                 Err(_) => break,
             }
         }
-        match commit_group(&mut conn, &jobs) {
+        match commit_group(&mut conn, &jobs, &mut sources) {
             Ok(results) => {
                 // Published before the answers: an acknowledged append is
                 // within the head, and the aggregator wakes at once.
@@ -404,8 +454,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendJob>, head: wa
                     head.send_replace(seq);
                 }
                 for (job, result) in jobs.drain(..).zip(results) {
-                    let reply = result.map(|(appended, _)| appended);
-                    let _ = job.reply.send(reply.map_err(sql_err));
+                    let _ = job.reply.send(result.map(|(appended, _)| appended));
                 }
             }
             Err(e) => {
@@ -421,24 +470,48 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<AppendJob>, head: wa
     }
 }
 
-type GroupResult = Vec<rusqlite::Result<(Vec<Appended>, Option<u64>)>>;
+type GroupResult = Vec<Result<(Vec<Appended>, Option<u64>)>>;
 
-fn commit_group(conn: &mut Connection, jobs: &[AppendJob]) -> rusqlite::Result<GroupResult> {
+/// Commits a group of jobs in one transaction, each all or nothing; a job
+/// naming new sources past the bound is refused, storing nothing.
+fn commit_group(
+    conn: &mut Connection,
+    jobs: &[AppendJob],
+    sources: &mut Sources,
+) -> rusqlite::Result<GroupResult> {
+    let max = sources.max.load(Ordering::SeqCst);
     let mut tx = conn.transaction()?;
+    // New sources of the group's earlier jobs: known once it commits.
+    let mut added: HashSet<String> = HashSet::new();
     let results = jobs
         .iter()
-        .map(|job| append_job(&mut tx, &job.events))
+        .map(|job| {
+            let new: BTreeSet<&str> = job
+                .events
+                .iter()
+                .map(|e| e.name.as_str())
+                .filter(|name| !sources.known.contains(*name) && !added.contains(*name))
+                .collect();
+            if !new.is_empty() && sources.known.len() + added.len() + new.len() > max {
+                return Err(StoreError::TooManySources { max });
+            }
+            let appended = append_job(&mut tx, &job.events, &new).map_err(sql_err)?;
+            added.extend(new.into_iter().map(str::to_owned));
+            Ok(appended)
+        })
         .collect();
     tx.commit()?;
+    sources.known.extend(added);
     Ok(results)
 }
 
-/// Appends one request's events inside a savepoint: all of them, or (on
-/// any failure) none. Returns the greatest new sequence number, `None`
-/// when every event was a duplicate.
+/// Appends one request's events inside a savepoint, and registers its
+/// `new_sources`: all of them, or (on any failure) none. Returns the
+/// greatest new sequence number, `None` when every event was a duplicate.
 fn append_job(
     tx: &mut Transaction<'_>,
     events: &[NewEvent],
+    new_sources: &BTreeSet<&str>,
 ) -> rusqlite::Result<(Vec<Appended>, Option<u64>)> {
     let sp = tx.savepoint()?;
     let mut last = None;
@@ -450,6 +523,10 @@ fn append_job(
             Ok(appended)
         })
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    for name in new_sources {
+        sp.prepare_cached("INSERT OR IGNORE INTO log_sources (name) VALUES (?1)")?
+            .execute([name])?;
+    }
     sp.commit()?;
     Ok((appended, last))
 }

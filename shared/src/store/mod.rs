@@ -53,6 +53,11 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    /// The write names a source the log has never had, and the log holds
+    /// as many sources as it may (`SYGNO_MAX_SOURCES`): nothing of the
+    /// write was stored.
+    #[error("the log holds its most sources ({max})")]
+    TooManySources { max: usize },
 }
 
 impl std::fmt::Debug for StoreError {
@@ -84,6 +89,7 @@ impl StoreError {
             StoreError::Rejected(_) => "rejected",
             StoreError::Locked(_) => "locked",
             StoreError::Corrupt(_) => "corrupt",
+            StoreError::TooManySources { .. } => "too_many_sources",
         }
     }
 
@@ -98,7 +104,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[async_trait]
 pub trait EventLog: Send + Sync {
     /// Appends events durably, in order, answering each as [`Self::append`]
-    /// does. Returns only once every one is durable. On an error, the
+    /// does. Returns only once every one is durable. A batch naming a
+    /// source the log has never had, once it holds its most sources, is
+    /// refused whole ([`StoreError::TooManySources`]). On an error, the
     /// embedded store has stored none of them; DynamoDB may have stored
     /// some (each event is its own item): a retry with the same
     /// idempotency keys completes the batch without duplicates.

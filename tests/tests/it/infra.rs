@@ -84,12 +84,19 @@ fn function<'a>(all: &'a [(String, Yaml)], name: &str) -> &'a Yaml {
 fn each_function_may_do_only_its_job() {
     let t = template();
     let all = resources(&t);
-    // The write function: event items (partition keys log#NN) only.
+    // The write function: event items (partition keys log#NN), and the
+    // sources' items (partition src) only.
     for (actions, resource, leading) in statements(function(&all, "WriteFunction")) {
         for action in &actions {
             match action.as_str() {
                 "dynamodb:PutItem" | "dynamodb:GetItem" => {
-                    assert_eq!(leading, ["log#*"], "{action} beyond event items");
+                    assert!(
+                        leading == ["log#*"] || leading == ["src"],
+                        "{action} beyond event and source items: {leading:?}"
+                    );
+                }
+                "dynamodb:UpdateItem" => {
+                    assert_eq!(leading, ["src"], "{action} beyond the sources' count");
                 }
                 "dynamodb:DescribeTable" => assert_eq!(resource, "Table.Arn"),
                 "ssm:GetParameter" => assert!(resource.contains("${ApiKeysParameterName}")),

@@ -327,3 +327,58 @@ on_every_store!(
     every_source_and_all_events_match_the_exact_statistics,
     wide_writes_never_stall_aggregation
 );
+
+/// `--max-sources 2`: a write or batch naming a third source is a 422
+/// `too_many_sources` in the envelope, nothing of it stored; the two
+/// sources stay writable.
+#[tokio::test]
+async fn writes_past_the_bound_on_sources_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keys::random();
+    let app =
+        crate::helpers::spawn_app_with(dir.path(), &keys, &["--max-sources", "2"], None).await;
+    for name in ["gh-1", "gh-2"] {
+        let (status, body) = app
+            .write_raw(&json!({"name": name, "data": {"t": 1}}), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = app
+        .write_raw(&json!({"name": "gh-3", "data": {"t": 1}}), None)
+        .await;
+    assert_eq!(
+        (status, &body["data"]["error"]),
+        (422, &json!("too_many_sources")),
+        "{body}"
+    );
+    assert_eq!(body["status"], 422);
+    let batch =
+        json!({"events": [{"name": "gh-1", "data": {"t": 2}}, {"name": "gh-3", "data": {"t": 2}}]});
+    let (status, body) = app
+        .post("/source/write_batch", &keys.write, &batch, None)
+        .await;
+    assert_eq!(
+        (status, &body["data"]["error"]),
+        (422, &json!("too_many_sources")),
+        "{body}"
+    );
+    let (status, body) = app
+        .write_raw(&json!({"name": "gh-1", "data": {"t": 3}}), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // gh-1 holds its two accepted events, not the refused batch's.
+    eventually(Duration::from_secs(30), "gh-1's two events", || async {
+        let (status, body) = app.expose_source("24h_stats", "gh-1").await;
+        (status == 200 && body["data"]["count"] == 2).then_some(())
+    })
+    .await;
+    let (_, sources) = app.sources().await;
+    let names: Vec<&str> = sources["data"]["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["gh-1", "gh-2"]);
+    app.terminate().await;
+}

@@ -275,6 +275,8 @@ pub enum Partition {
     Log,
     /// The aggregator's own items (state, scope states, summaries, rows).
     Aggregates,
+    /// The sources the log took ([`super::sources`]): the write path's.
+    Sources,
     /// Nothing Sygno writes.
     Foreign,
 }
@@ -293,6 +295,8 @@ impl Partition {
         };
         if is_log_partition(pk) {
             Partition::Log
+        } else if pk == super::sources::SOURCES_PK {
+            Partition::Sources
         } else if AGGREGATOR_KEY_PATTERNS.iter().any(matches) {
             Partition::Aggregates
         } else {

@@ -1097,3 +1097,47 @@ async fn series_requests_and_read_units() {
         );
     }
 }
+
+/// The bound on sources holds across processes (a second store, its
+/// cache empty, finds the count and the sources' items), and a refused
+/// batch puts no event.
+#[tokio::test]
+async fn sources_past_the_bound_are_refused_across_processes() {
+    let Some(store) = store().await else { return };
+    let store = store.with_max_sources(3);
+    let refused = contract_tests::sources_past_the_bound_are_refused(&store).await;
+    let events = store
+        .client
+        .scan()
+        .table_name(&*store.table)
+        .filter_expression("kind = :event")
+        .expression_attribute_values(":event", s("event"))
+        .send()
+        .await
+        .expect("scan");
+    let ids: Vec<&str> = events
+        .items()
+        .iter()
+        .map(|item| get_s(item, "event_id").expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 6, "s1 to s6: {ids:?}");
+    assert!(ids.iter().all(|id| !refused.contains(id)), "{ids:?}");
+    let other = DynamoStore::new(store.client.clone(), &store.table).with_max_sources(3);
+    let fourth = other
+        .append(NewEvent {
+            name: "d".into(),
+            ..new_event("r7", "u1", None)
+        })
+        .await;
+    assert!(
+        matches!(fourth, Err(StoreError::TooManySources { max: 3 })),
+        "{fourth:?}"
+    );
+    other
+        .append(NewEvent {
+            name: "c".into(),
+            ..new_event("s7", "u1", None)
+        })
+        .await
+        .expect("a source the log has, from another process");
+}

@@ -317,3 +317,85 @@ async fn aggregates_of_the_first_format_are_dropped_at_open() {
     let loaded = store.load().await.expect("load");
     assert_eq!(loaded.checkpoint, 0, "folded again from the start");
 }
+
+#[tokio::test]
+async fn sources_past_the_bound_are_refused_and_the_bound_survives_a_reopen() {
+    let (dir, store) = store();
+    store.set_max_sources(3);
+    let refused = contract_tests::sources_past_the_bound_are_refused(&store).await;
+    let stored = store.read_after(0, 100).await.expect("read");
+    assert_eq!(stored.len(), 6, "s1 to s6");
+    assert!(stored
+        .iter()
+        .all(|e| !refused.contains(&e.event_id.as_str())));
+    drop(store);
+    let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
+    reopened.set_max_sources(3);
+    let fourth = reopened.append(NewEvent {
+        name: "d".into(),
+        ..new_event("r7", "u1", None)
+    });
+    assert!(matches!(
+        fourth.await,
+        Err(StoreError::TooManySources { max: 3 })
+    ));
+    reopened
+        .append(NewEvent {
+            name: "c".into(),
+            ..new_event("s7", "u1", None)
+        })
+        .await
+        .expect("a source the log has, after a reopen");
+}
+
+/// 100,000 sources, a batch of 1,000 new ones at a time: every one is
+/// taken up to the bound, the next is refused, and a store whose log
+/// predates `log_sources` (the table emptied) counts its sources again
+/// from the events at open.
+#[tokio::test]
+async fn a_hundred_thousand_sources_fill_the_bound_exactly() {
+    let (dir, store) = store();
+    store.set_max_sources(100_000);
+    for batch in 0..100 {
+        let events = (0..1_000)
+            .map(|i| {
+                let n = batch * 1_000 + i;
+                NewEvent {
+                    name: format!("source-{n}"),
+                    ..new_event(&format!("e{n}"), "u1", None)
+                }
+            })
+            .collect();
+        store.append_batch(events).await.expect("within the bound");
+    }
+    let past = store.append(NewEvent {
+        name: "one-too-many".into(),
+        ..new_event("x", "u1", None)
+    });
+    assert!(matches!(
+        past.await,
+        Err(StoreError::TooManySources { max: 100_000 })
+    ));
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.path().join("events.db")).expect("open");
+    conn.execute("DELETE FROM log_sources", [])
+        .expect("empty it");
+    drop(conn);
+    let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
+    reopened.set_max_sources(100_000);
+    let past = reopened.append(NewEvent {
+        name: "one-too-many".into(),
+        ..new_event("x", "u1", None)
+    });
+    assert!(matches!(
+        past.await,
+        Err(StoreError::TooManySources { max: 100_000 })
+    ));
+    reopened
+        .append(NewEvent {
+            name: "source-99999".into(),
+            ..new_event("y", "u1", None)
+        })
+        .await
+        .expect("a known source");
+}
