@@ -304,6 +304,7 @@ pub struct ErrorData {
     /// unknown_source, method_not_allowed, rebuild_running, unavailable,
     /// too_many_events, too_many_sources, too_many_statistics, too_many_buckets,
     /// resolution_unavailable, invalid_query, busy, request_timeout,
+    /// invalid_request, headers_too_large, uri_too_long,
     /// internal.
     pub error: String,
     /// `write_batch`: the index of the first bad event.

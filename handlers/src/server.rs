@@ -10,6 +10,11 @@
 //! closes; one that is idle or still sending its request headers or
 //! body closes at once. So, whatever the number of idle or slow clients, a new
 //! connection is served within about one request's time.
+//!
+//! Requests hyper cannot parse are answered by hyper itself: `refusals`
+//! puts those answers in the envelope too.
+
+mod refusals;
 
 use axum::extract::Request;
 use axum::Router;
@@ -231,7 +236,10 @@ async fn serve_connection<S>(
             answer
         }
     });
-    let connection = http.serve_connection(TokioIo::new(stream), hyper_service);
+    let connection = http.serve_connection(
+        TokioIo::new(refusals::Enveloped::new(stream)),
+        hyper_service,
+    );
     tokio::pin!(connection);
     let shed = tokio::select! {
         result = connection.as_mut() => return log_end(result),

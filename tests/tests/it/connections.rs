@@ -273,3 +273,52 @@ async fn body_trickling_connections_are_shed_at_the_cap() {
     drop(held);
     app.terminate().await;
 }
+
+/// Requests hyper refuses before the router sees them (conflicting
+/// `Content-Length`s, 2,000 headers, a malformed request line) are
+/// answered in the envelope too, and the connection closed.
+#[tokio::test]
+async fn requests_refused_by_the_http_parser_answer_in_the_envelope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keys::random();
+    let app = spawn_app_with(dir.path(), &keys, &[], None).await;
+    let many_headers: String = (0..2_000).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "conflicting content-length",
+            "POST /source/write_raw HTTP/1.1\r\nHost: sygno\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!".to_owned(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "2,000 headers",
+            format!("GET /health HTTP/1.1\r\nHost: sygno\r\n{many_headers}\r\n"),
+            431,
+            "headers_too_large",
+        ),
+        (
+            "a malformed request line",
+            "GET /health HTTP/9\r\n\r\n".to_owned(),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let mut stream = connect(&app.base).await;
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let (answer, _) = until_closed(&mut stream, Duration::from_secs(10)).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {answer}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{what}: the body is not JSON ({e}): {answer}"));
+        assert_eq!(body["status"], status, "{what}");
+        assert_eq!(body["data"]["error"], code, "{what}");
+    }
+    // The server goes on.
+    let (status, _) = app.write_raw(&json!({"data": {"t": 1}}), None).await;
+    assert_eq!(status, 200);
+    app.terminate().await;
+}
