@@ -419,3 +419,115 @@ fn python_csv(text: &str) -> Vec<Vec<String>> {
 }
 
 on_every_store!(series_are_exact_on_every_interval);
+
+/// The server's memory in MB: `VmHWM` (the peak) or `VmRSS` (now).
+fn memory_mb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .expect("a memory figure")
+}
+
+/// 32 series at once, each of 200 buckets x 500 fields: the large-read
+/// budget admits a few at a time (the others answer 503 `busy` with
+/// `Retry-After` and are retried), so the server's peak memory grows by
+/// a few answers' worth, not by 32 (before: 16 of the largest series at
+/// once took 4 GB).
+#[tokio::test]
+async fn concurrent_heavy_series_hold_bounded_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keys::random();
+    let app = crate::helpers::spawn_app_with(dir.path(), &keys, &[], None).await;
+    let start = (now_ms() / MINUTE - 200) * MINUTE;
+    for chunk in 0..10 {
+        let events: Vec<Value> = (0..20)
+            .map(|i| {
+                let n = chunk * 20 + i;
+                let data: serde_json::Map<String, Value> =
+                    (0..500).map(|f| (format!("f{f}"), json!(n + f))).collect();
+                json!({"event_time": rfc3339(start + n * MINUTE), "data": data})
+            })
+            .collect();
+        let (status, body) = app
+            .post(
+                "/source/write_batch",
+                &keys.write,
+                &json!({"events": events}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    eventually(
+        Duration::from_secs(120),
+        "200 events aggregated",
+        || async {
+            let (status, body) = app.expose("24h_stats").await;
+            (status == 200 && body["data"]["count"] == 200).then_some(())
+        },
+    )
+    .await;
+    let query =
+        json!({"interval": "1m", "from": rfc3339(start), "to": rfc3339(start + 200 * MINUTE)});
+    let pid = app.pid();
+    let before = memory_mb(pid, "VmRSS");
+    let (status, one) = app.post("/source/series", &keys.read, &query, None).await;
+    assert_eq!(status, 200);
+    let cells: usize = one["data"]["buckets"]
+        .as_array()
+        .expect("buckets")
+        .iter()
+        .map(|b| b["fields"].as_object().map_or(0, |f| f.len()))
+        .sum();
+    assert_eq!(cells, 100_000);
+    let growth_one = memory_mb(pid, "VmHWM") - before;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("client");
+    let asks = (0..32).map(|_| {
+        let (client, base, key, query) = (
+            client.clone(),
+            app.base.clone(),
+            keys.read.clone(),
+            query.clone(),
+        );
+        tokio::spawn(async move {
+            let mut busy = 0;
+            loop {
+                let response = client
+                    .post(format!("{base}/source/series"))
+                    .header("x-api-key", &key)
+                    .json(&query)
+                    .send()
+                    .await
+                    .expect("an answer");
+                match response.status().as_u16() {
+                    200 => return busy,
+                    503 => {
+                        assert_eq!(response.headers()["retry-after"], "1");
+                        let body: Value = response.json().await.expect("JSON");
+                        assert_eq!(body["data"]["error"], "busy");
+                        busy += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    other => panic!("series answered {other}"),
+                }
+            }
+        })
+    });
+    let mut busy = 0;
+    for ask in asks.collect::<Vec<_>>() {
+        busy += ask.await.expect("a series task");
+    }
+    let growth_all = memory_mb(pid, "VmHWM") - before;
+    eprintln!("series memory: one alone +{growth_one:.0} MB, 32 at once +{growth_all:.0} MB, {busy} busy answers retried");
+    assert!(
+        growth_all <= 7.0 * growth_one.max(1.0) + 64.0,
+        "peak grew {growth_all:.0} MB under 32 series at once; one alone: {growth_one:.0} MB ({busy} busy answers)"
+    );
+    app.terminate().await;
+}
