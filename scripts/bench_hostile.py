@@ -123,7 +123,8 @@ def series(server):
     stamp = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     batch = []
     for i in range(1_000):
-        batch.append({"event_time": stamp(start + 60 * i), "data": {f"f{j}": i + j for j in range(1_000)}})
+        batch.append({"name": "wide", "event_time": stamp(start + 60 * i),
+                      "data": {f"f{j}": i + j for j in range(1_000)}})
         if len(batch) == 40:
             status, payload, _ = server.request("POST", "/source/write_batch", {"events": batch}, server.keys["write"])
             assert status == 200, payload[:300]
@@ -132,13 +133,14 @@ def series(server):
         server.request("POST", "/source/write_batch", {"events": batch}, server.keys["write"])
     deadline = time.time() + 300
     while time.time() < deadline:
-        status, payload, _ = server.request("POST", "/source/expose", {"type": "24h_stats"}, server.keys["read"])
+        status, payload, _ = server.request("POST", "/source/expose", {"type": "24h_stats", "name": "wide"},
+                                            server.keys["read"])
         if status == 200 and json.loads(payload)["data"]["count"] == 1_000:
             break
         time.sleep(0.5)
     else:
         raise SystemExit("the events were not aggregated within 300 s")
-    query = {"interval": "1m", "from": stamp(start), "to": stamp(start + 60 * 1_000)}
+    query = {"name": "wide", "interval": "1m", "from": stamp(start), "to": stamp(start + 60 * 1_000)}
     status, payload, _ = server.request("POST", "/source/series", query, server.keys["read"])
     assert status == 200, payload[:300]
     size = len(payload)

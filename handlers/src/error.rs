@@ -23,13 +23,23 @@ pub fn envelope_writing(
     description: &str,
     data: impl FnOnce(&mut Vec<u8>),
 ) -> Response {
+    let mut body = envelope_open(status, description);
+    data(&mut body);
+    envelope_close(status, body)
+}
+
+/// The envelope up to its `data`, for `data` to be written after.
+pub fn envelope_open(status: StatusCode, description: &str) -> Vec<u8> {
     let description = serde_json::to_string(description).unwrap_or_else(|_| "\"\"".to_owned());
-    let mut body = format!(
+    format!(
         "{{\"status\":{},\"description\":{description},\"data\":",
         status.as_u16()
     )
-    .into_bytes();
-    data(&mut body);
+    .into_bytes()
+}
+
+/// The response of an [`envelope_open`] body whose `data` is written.
+pub fn envelope_close(status: StatusCode, mut body: Vec<u8>) -> Response {
     body.push(b'}');
     let mut response = (status, body).into_response();
     response.headers_mut().insert(

@@ -75,28 +75,13 @@ impl StatsDoc {
 }
 
 #[derive(Serialize)]
-struct SeriesDoc<'a> {
+struct SeriesHead<'a> {
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
     name: Option<&'a str>,
     interval: &'static str,
     from: String,
     to: String,
-    buckets: BucketsDoc<'a>,
-}
-
-/// Buckets written as they are serialized: an answer is never held twice
-/// in memory (as buckets and as documents) before its text.
-struct BucketsDoc<'a>(&'a [Bucket]);
-
-impl Serialize for BucketsDoc<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|b| BucketDoc {
-            start: format_rfc3339(b.start),
-            count: b.summary.events,
-            fields: FieldsDoc(&b.summary.fields),
-        }))
-    }
 }
 
 #[derive(Serialize)]
@@ -114,6 +99,59 @@ impl Serialize for FieldsDoc<'_> {
     }
 }
 
+/// A `series` answer's `data` written bucket by bucket as the fold
+/// finishes them (so that a bucket is dropped once written): `{"type"?,
+/// "name", "interval", "from", "to", "buckets": [...]}`.
+#[derive(Debug)]
+pub struct SeriesJson {
+    buckets: usize,
+}
+
+impl SeriesJson {
+    /// Writes the document's head to `out`.
+    pub fn begin(out: &mut Vec<u8>, query: &SeriesQuery, development: Option<Development>) -> Self {
+        let head = SeriesHead {
+            kind: development.map(Development::as_str),
+            name: query.name.as_deref(),
+            interval: query.interval.as_str(),
+            from: format_rfc3339(query.from),
+            to: format_rfc3339(query.to),
+        };
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, &head).is_ok() {
+            out.pop(); // the head's closing brace
+        } else {
+            out.truncate(start);
+            out.push(b'{');
+        }
+        out.extend_from_slice(b",\"buckets\":[");
+        SeriesJson { buckets: 0 }
+    }
+
+    /// Writes the next bucket.
+    pub fn bucket(&mut self, out: &mut Vec<u8>, bucket: &Bucket) {
+        if self.buckets > 0 {
+            out.push(b',');
+        }
+        self.buckets += 1;
+        let doc = BucketDoc {
+            start: format_rfc3339(bucket.start),
+            count: bucket.summary.events,
+            fields: FieldsDoc(&bucket.summary.fields),
+        };
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, &doc).is_err() {
+            out.truncate(start);
+            out.extend_from_slice(b"null");
+        }
+    }
+
+    /// Closes the document.
+    pub fn end(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"]}");
+    }
+}
+
 /// A `series` answer's `data` (with `type` for a development view).
 pub fn render_series(
     query: &SeriesQuery,
@@ -121,30 +159,12 @@ pub fn render_series(
     development: Option<Development>,
 ) -> String {
     let mut out = Vec::new();
-    render_series_to(&mut out, query, buckets, development);
-    String::from_utf8(out).unwrap_or_else(|_| String::from("null"))
-}
-
-/// [`render_series`], appended to `out`.
-pub fn render_series_to(
-    out: &mut Vec<u8>,
-    query: &SeriesQuery,
-    buckets: &[Bucket],
-    development: Option<Development>,
-) {
-    let doc = SeriesDoc {
-        kind: development.map(Development::as_str),
-        name: query.name.as_deref(),
-        interval: query.interval.as_str(),
-        from: format_rfc3339(query.from),
-        to: format_rfc3339(query.to),
-        buckets: BucketsDoc(buckets),
-    };
-    let start = out.len();
-    if serde_json::to_writer(&mut *out, &doc).is_err() {
-        out.truncate(start);
-        out.extend_from_slice(b"null");
+    let mut doc = SeriesJson::begin(&mut out, query, development);
+    for bucket in buckets {
+        doc.bucket(&mut out, bucket);
     }
+    doc.end(&mut out);
+    String::from_utf8(out).unwrap_or_else(|_| String::from("null"))
 }
 
 /// A text cell as a spreadsheet reads it as text, never as a formula
@@ -159,52 +179,75 @@ pub fn spreadsheet_safe(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A `series` answer as CSV: a header, then one row per bucket and field
-/// (`start,name,field,count,mean,std,min,max`; `name` empty for all
-/// events; numbers as in the JSON answer, a null as an empty cell); a
-/// bucket whose events carry none of the fields asked for is one row with
-/// an empty `field` and the bucket's event count. Names and paths that a
-/// spreadsheet would take for a formula are escaped ([`spreadsheet_safe`]).
-pub fn render_series_csv(query: &SeriesQuery, buckets: &[Bucket]) -> String {
-    let number = |v: Option<f64>| {
-        v.map_or_else(String::new, |v| {
-            serde_json::to_string(&v).unwrap_or_default()
-        })
-    };
-    let mut out = csv::Writer::from_writer(Vec::new());
-    let mut write = || -> csv::Result<()> {
-        out.write_record([
+/// A `series` answer as CSV, written bucket by bucket: a header, then
+/// one row per bucket and field (`start,name,field,count,mean,std,min,max`;
+/// `name` empty for all events; numbers as in the JSON answer, a null as
+/// an empty cell); a bucket whose events carry none of the fields asked
+/// for is one row with an empty `field` and the bucket's event count.
+/// Names and paths that a spreadsheet would take for a formula are
+/// escaped ([`spreadsheet_safe`]).
+#[derive(Debug)]
+pub struct SeriesCsv {
+    out: csv::Writer<Vec<u8>>,
+    name: String,
+}
+
+impl SeriesCsv {
+    /// The header row.
+    pub fn begin(query: &SeriesQuery) -> Self {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let _ = out.write_record([
             "start", "name", "field", "count", "mean", "std", "min", "max",
-        ])?;
-        let name = spreadsheet_safe(query.name.as_deref().unwrap_or(""));
-        let name = name.as_ref();
-        for bucket in buckets {
-            let start = format_rfc3339(bucket.start);
-            if bucket.summary.fields.is_empty() {
-                // Events, none with a field asked for: the count alone.
-                let count = bucket.summary.events.to_string();
-                out.write_record([start.as_str(), name, "", &count, "", "", "", ""])?;
-            }
-            for (path, m) in &bucket.summary.fields {
-                out.write_record([
-                    start.as_str(),
-                    name,
-                    &spreadsheet_safe(path),
-                    &m.count.to_string(),
-                    &number(m.mean()),
-                    &number(m.sample_std()),
-                    &number(m.min()),
-                    &number(m.max()),
-                ])?;
-            }
+        ]);
+        SeriesCsv {
+            out,
+            name: spreadsheet_safe(query.name.as_deref().unwrap_or("")).into_owned(),
         }
-        Ok(())
-    };
-    let written = write();
-    match (written, out.into_inner()) {
-        (Ok(()), Ok(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
-        _ => String::new(),
     }
+
+    /// The next bucket's rows.
+    pub fn bucket(&mut self, bucket: &Bucket) {
+        let number = |v: Option<f64>| {
+            v.map_or_else(String::new, |v| {
+                serde_json::to_string(&v).unwrap_or_default()
+            })
+        };
+        let start = format_rfc3339(bucket.start);
+        let name = self.name.as_str();
+        if bucket.summary.fields.is_empty() {
+            // Events, none with a field asked for: the count alone.
+            let count = bucket.summary.events.to_string();
+            let _ = self
+                .out
+                .write_record([start.as_str(), name, "", &count, "", "", "", ""]);
+        }
+        for (path, m) in &bucket.summary.fields {
+            let _ = self.out.write_record([
+                start.as_str(),
+                name,
+                &spreadsheet_safe(path),
+                &m.count.to_string(),
+                &number(m.mean()),
+                &number(m.sample_std()),
+                &number(m.min()),
+                &number(m.max()),
+            ]);
+        }
+    }
+
+    /// The CSV text.
+    pub fn end(self) -> Vec<u8> {
+        self.out.into_inner().unwrap_or_default()
+    }
+}
+
+/// A `series` answer as CSV ([`SeriesCsv`]).
+pub fn render_series_csv(query: &SeriesQuery, buckets: &[Bucket]) -> String {
+    let mut csv = SeriesCsv::begin(query);
+    for bucket in buckets {
+        csv.bucket(bucket);
+    }
+    String::from_utf8(csv.end()).unwrap_or_default()
 }
 
 /// The `latest` row of an event.

@@ -2,7 +2,7 @@
 
 use super::series;
 use crate::auth::authorize;
-use crate::error::{envelope, envelope_writing, ApiError};
+use crate::error::{envelope, ApiError};
 use crate::openapi::{ErrorResponse, ExposeRequest, ExposeResponse};
 use crate::routes::{now_ms, AppState};
 use axum::body::Body;
@@ -17,7 +17,7 @@ use sygno_shared::domain::series::Development;
 use sygno_shared::domain::summary::Summary;
 use sygno_shared::domain::time::window_end;
 use sygno_shared::domain::write::{parse_json, MAX_BODY_BYTES, MAX_NAME_CHARS};
-use sygno_shared::views::{render_series_to, render_window};
+use sygno_shared::views::render_window;
 
 const SHAPE: &str = "body must be a JSON object {\"type\": T, \"name\"?: source} with T one of \
      latest, 24h_average, 24h_devt, 7d_average, 7d_devt, 24h_stats, 7d_stats, 24h_development, 7d_development";
@@ -80,15 +80,7 @@ pub async fn expose(
         // stored summaries (a fold of its buckets, not a stored row).
         let development = development.ok_or_else(ApiError::internal)?;
         let query = development.query(scope.name().map(str::to_owned), window_end(now_ms()));
-        let mut read = state.reads.begin("expose").await?;
-        let buckets = series::buckets(&state, &query, &mut read).await?;
-        return Ok(envelope_writing(
-            StatusCode::OK,
-            development.as_str(),
-            |out| {
-                render_series_to(out, &query, &buckets, Some(development));
-            },
-        ));
+        return series::series_json(&state, &query, Some(development), "expose").await;
     };
     match state.views.view(&scope, kind).await? {
         Some(doc) => Ok(envelope(StatusCode::OK, kind.as_str(), &doc)),

@@ -3,7 +3,7 @@
 //! or CSV on `Accept: text/csv`. Also the `expose` development types.
 
 use crate::auth::authorize;
-use crate::error::{envelope_writing, ApiError};
+use crate::error::{envelope_close, envelope_open, ApiError};
 use crate::openapi::{ErrorResponse, SeriesRequest, SeriesResponse};
 use crate::reads::HeavyRead;
 use crate::routes::{now_ms, AppState};
@@ -15,10 +15,10 @@ use sygno_shared::domain::auth::Role;
 use sygno_shared::domain::expose::ExposeKind;
 use sygno_shared::domain::fold::Scope;
 use sygno_shared::domain::series::{
-    parse_series, Bucket, SeriesError, SeriesFold, SeriesQuery, SeriesRequestError,
+    parse_series, Bucket, Development, SeriesError, SeriesFold, SeriesQuery, SeriesRequestError,
 };
 use sygno_shared::domain::write::MAX_BODY_BYTES;
-use sygno_shared::views::{render_series_csv, render_series_to};
+use sygno_shared::views::{SeriesCsv, SeriesJson};
 
 /// Statistics per bucket of a range, at an interval.
 #[utoipa::path(
@@ -53,32 +53,55 @@ pub async fn series(
         SeriesRequestError::Write(e) => ApiError::from(e),
         SeriesRequestError::Series(e) => series_error(e),
     })?;
-    let mut read = state.reads.begin("series").await?;
-    let buckets = buckets(&state, &query, &mut read).await?;
     if wants_csv(&headers) {
-        let mut response = render_series_csv(&query, &buckets).into_response();
+        let mut read = state.reads.begin("series").await?;
+        let mut csv = SeriesCsv::begin(&query);
+        fold_series(&state, &query, &mut read, |bucket| csv.bucket(&bucket)).await?;
+        let mut response = csv.end().into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/csv; charset=utf-8"),
         );
         return Ok(response);
     }
-    Ok(envelope_writing(StatusCode::OK, "series", |out| {
-        render_series_to(out, &query, &buckets, None);
-    }))
+    series_json(&state, &query, None, "series").await
 }
 
-/// The buckets of `query`: a 404 for a source never aggregated, a 422 for
-/// a range finer than kept or an answer over the statistics budget, else
-/// the fold of its stored summaries, read a day's minutes (or 60 days of
-/// hours) at a time so that memory holds the buckets, not the range;
-/// `read` holds the statistics of the buckets as they grow (503 `busy`
-/// when the budget is spent).
-pub async fn buckets(
+/// The JSON answer of `query` (the development view `development`'s, if
+/// given) for `route`, written bucket by bucket as the fold finishes
+/// them: memory holds the answer's text and the fold's working set.
+pub async fn series_json(
+    state: &AppState,
+    query: &SeriesQuery,
+    development: Option<Development>,
+    route: &'static str,
+) -> Result<Response, ApiError> {
+    let mut read = state.reads.begin(route).await?;
+    let description = development.map_or("series", Development::as_str);
+    let mut body = envelope_open(StatusCode::OK, description);
+    let mut doc = SeriesJson::begin(&mut body, query, development);
+    fold_series(state, query, &mut read, |bucket| {
+        doc.bucket(&mut body, &bucket)
+    })
+    .await?;
+    doc.end(&mut body);
+    Ok(envelope_close(StatusCode::OK, body))
+}
+
+/// Folds `query`'s stored summaries, giving each bucket with events to
+/// `each`, in order, as soon as no later summary can change it: a 404
+/// for a source never aggregated, a 422 for a range finer than kept or
+/// an answer over the statistics budget. Summaries are read a piece at
+/// a time (`SeriesFold::next_read`: fewer of wide ones), so memory holds
+/// one read's summaries and the unfinished buckets, not the range; `read`
+/// holds the answer's statistics as they grow (503 `busy` when the
+/// budget is spent).
+pub async fn fold_series(
     state: &AppState,
     query: &SeriesQuery,
     read: &mut HeavyRead,
-) -> Result<Vec<Bucket>, ApiError> {
+    mut each: impl FnMut(Bucket),
+) -> Result<(), ApiError> {
     query
         .check_retention(&state.retention, now_ms())
         .map_err(series_error)?;
@@ -95,14 +118,28 @@ pub async fn buckets(
     let (tier, _) = query.reads();
     let held_before = read.held();
     let mut fold = SeriesFold::new(query);
-    let chunks: Vec<_> = fold.chunks().collect();
-    for chunk in chunks {
-        for (index, summary) in state.views.summaries(&scope, tier, chunk).await? {
+    let mut at = i64::MIN;
+    while let Some(range) = fold.next_read(at) {
+        at = range.end;
+        for (index, summary) in state.views.summaries(&scope, tier, range).await? {
             fold.push(index, &summary).map_err(series_error)?;
         }
         read.hold(held_before + fold.cells()).await?;
+        fold.take_finished(at).into_iter().for_each(&mut each);
     }
-    Ok(fold.finish())
+    fold.finish().into_iter().for_each(each);
+    Ok(())
+}
+
+/// The buckets of `query`, all at once ([`fold_series`]).
+pub async fn buckets(
+    state: &AppState,
+    query: &SeriesQuery,
+    read: &mut HeavyRead,
+) -> Result<Vec<Bucket>, ApiError> {
+    let mut all = Vec::new();
+    fold_series(state, query, read, |bucket| all.push(bucket)).await?;
+    Ok(all)
 }
 
 /// Whether the client prefers CSV: `Accept` negotiated with its q-values

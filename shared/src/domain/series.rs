@@ -396,11 +396,19 @@ pub struct Bucket {
 /// buckets of 100 fields. A series of every field of a wide source asks
 /// for more: 422, naming the way out (fewer fields, a coarser interval).
 pub const MAX_SERIES_CELLS: usize = 1_000_000;
-/// Summaries read per store request when a series is folded piecewise.
+/// Most summaries read per store request when a series is folded
+/// piecewise (a day of minutes).
 pub const READ_CHUNK: i64 = 1_440;
+/// Fewest summaries read per store request (an hour of minutes): the
+/// first read, and every read of very wide summaries.
+pub const MIN_READ_CHUNK: i64 = 60;
+/// Field statistics one store request aims at: the summaries of a read
+/// are held at once, so wide summaries are read fewer at a time.
+pub const READ_CELLS: usize = 100_000;
 
 /// The fold of a series, fed its tier's summaries in index order, piece
-/// by piece (memory: the buckets, never the summaries of the range):
+/// by piece (memory: the unfinished buckets and one read's summaries,
+/// never the range's; finished buckets are taken out as they are):
 /// each bucket is the empty summary merged with its summaries in index
 /// order; empty buckets are left out; fields not asked for are dropped
 /// (a bucket's event count is all its events).
@@ -408,8 +416,11 @@ pub const READ_CHUNK: i64 = 1_440;
 pub struct SeriesFold<'q> {
     query: &'q SeriesQuery,
     buckets: Vec<Bucket>,
-    /// Fields held by the buckets so far.
+    /// Fields put in buckets so far (taken out or not).
     cells: usize,
+    /// Summaries pushed, and their fields: how wide the summaries are.
+    summaries_seen: usize,
+    fields_seen: usize,
 }
 
 impl<'q> SeriesFold<'q> {
@@ -418,7 +429,44 @@ impl<'q> SeriesFold<'q> {
             query,
             buckets: Vec::new(),
             cells: 0,
+            summaries_seen: 0,
+            fields_seen: 0,
         }
+    }
+
+    /// The next index range to read from `at` (none past the query's
+    /// range): [`MIN_READ_CHUNK`] summaries first, then as many as hold
+    /// about [`READ_CELLS`] field statistics at the width seen so far,
+    /// between [`MIN_READ_CHUNK`] and [`READ_CHUNK`].
+    pub fn next_read(&self, at: i64) -> Option<Range<i64>> {
+        let (_, range) = self.query.reads();
+        let at = at.max(range.start);
+        if at >= range.end {
+            return None;
+        }
+        let len = if self.summaries_seen == 0 {
+            MIN_READ_CHUNK
+        } else {
+            let width = self.fields_seen.div_ceil(self.summaries_seen).max(1);
+            i64::try_from(READ_CELLS / width)
+                .unwrap_or(READ_CHUNK)
+                .clamp(MIN_READ_CHUNK, READ_CHUNK)
+        };
+        Some(at..(at + len).min(range.end))
+    }
+
+    /// Takes out the buckets that no summary from index `next` on can
+    /// change (all but those ending after its start), in order.
+    pub fn take_finished(&mut self, next: i64) -> Vec<Bucket> {
+        let (tier, _) = self.query.reads();
+        let before = next.saturating_mul(tier_ms(tier));
+        let width = self.query.interval.ms();
+        let done = self
+            .buckets
+            .iter()
+            .take_while(|b| b.start + width <= before)
+            .count();
+        self.buckets.drain(..done).collect()
     }
 
     /// The index ranges to read, in order, [`READ_CHUNK`] at a time.
@@ -437,6 +485,8 @@ impl<'q> SeriesFold<'q> {
         if !range.contains(&index) || summary.is_empty() {
             return Ok(());
         }
+        self.summaries_seen += 1;
+        self.fields_seen += summary.fields.len();
         let width = self.query.interval.ms();
         let start = (index * tier_ms(tier)).div_euclid(width) * width;
         if self.buckets.last().is_none_or(|b| b.start != start) {
@@ -476,12 +526,12 @@ impl<'q> SeriesFold<'q> {
         Ok(())
     }
 
-    /// Statistics (bucket × field) held so far.
+    /// Statistics (bucket × field) folded so far, taken out or not.
     pub fn cells(&self) -> usize {
         self.cells
     }
 
-    /// The buckets with events, in order.
+    /// The buckets with events not taken out yet, in order.
     pub fn finish(self) -> Vec<Bucket> {
         self.buckets
     }

@@ -310,3 +310,35 @@ fn a_fold_is_read_in_chunks_and_bounded() {
     assert_eq!(e.code, "too_many_statistics");
     assert_eq!(at, (MAX_SERIES_CELLS / 101) as i64);
 }
+
+#[test]
+fn reads_shrink_for_wide_summaries_and_finished_buckets_come_out_in_order() {
+    let q = query(Interval::M15, T0, T0 + 3 * DAY_MS);
+    let (_, range) = q.reads();
+    let mut fold = SeriesFold::new(&q);
+    let first = fold.next_read(range.start).expect("a first read");
+    assert_eq!(first, range.start..range.start + MIN_READ_CHUNK);
+    // Narrow summaries: a day of minutes at a time.
+    let narrow: Fields = (0..3).map(|i| (format!("f{i}"), 1.0)).collect();
+    let mut summary = Summary::default();
+    summary.record(&narrow);
+    for i in first.clone() {
+        fold.push(i, &summary).expect("within the budget");
+    }
+    let next = fold.next_read(first.end).expect("more");
+    assert_eq!(next, first.end..first.end + READ_CHUNK);
+    // An hour of 15-minute buckets is finished; nothing of the next.
+    let done = fold.take_finished(first.end);
+    assert_eq!(done.len(), 4);
+    assert!(done.windows(2).all(|w| w[0].start < w[1].start));
+    assert!(fold.take_finished(first.end).is_empty());
+    // Wide summaries: fewer at a time, never under an hour's worth.
+    let wide: Fields = (0..5_000).map(|i| (format!("f{i}"), 1.0)).collect();
+    let mut wide_summary = Summary::default();
+    wide_summary.record(&wide);
+    let mut fold = SeriesFold::new(&q);
+    fold.push(range.start, &wide_summary).expect("one");
+    let next = fold.next_read(range.start + 1).expect("more");
+    assert_eq!(next.end - next.start, MIN_READ_CHUNK);
+    assert_eq!(fold.next_read(range.end), None);
+}
