@@ -235,7 +235,24 @@ impl SeriesCsv {
         }
     }
 
-    /// The CSV text.
+    /// About how much CSV text is held.
+    pub fn len(&self) -> usize {
+        self.out.get_ref().len()
+    }
+
+    /// Whether no text is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The CSV text written so far, taken out.
+    pub fn take_text(&mut self) -> Vec<u8> {
+        std::mem::replace(&mut self.out, csv::Writer::from_writer(Vec::new()))
+            .into_inner()
+            .unwrap_or_default()
+    }
+
+    /// The rest of the CSV text.
     pub fn end(self) -> Vec<u8> {
         self.out.into_inner().unwrap_or_default()
     }

@@ -3,11 +3,10 @@
 //! or CSV on `Accept: text/csv`. Also the `expose` development types.
 
 use crate::auth::authorize;
-use crate::error::{envelope_close, envelope_open, ApiError};
+use crate::error::{envelope_open, ApiError};
 use crate::openapi::{ErrorResponse, SeriesRequest, SeriesResponse};
-use crate::reads::HeavyRead;
 use crate::routes::{now_ms, AppState};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -54,15 +53,18 @@ pub async fn series(
         SeriesRequestError::Series(e) => series_error(e),
     })?;
     if wants_csv(&headers) {
-        let mut read = state.reads.begin("series").await?;
+        let _read = state.reads.begin("series").await?;
         let mut csv = SeriesCsv::begin(&query);
-        fold_series(&state, &query, &mut read, |bucket| csv.bucket(&bucket)).await?;
-        let mut response = csv.end().into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/csv; charset=utf-8"),
-        );
-        return Ok(response);
+        let mut text = Chunks::default();
+        fold_series(&state, &query, |bucket| {
+            csv.bucket(&bucket);
+            if csv.len() >= Chunks::SIZE {
+                text.add(csv.take_text());
+            }
+        })
+        .await?;
+        text.add(csv.end());
+        return Ok(text.response(StatusCode::OK, "text/csv; charset=utf-8"));
     }
     series_json(&state, &query, None, "series").await
 }
@@ -76,16 +78,55 @@ pub async fn series_json(
     development: Option<Development>,
     route: &'static str,
 ) -> Result<Response, ApiError> {
-    let mut read = state.reads.begin(route).await?;
+    let _read = state.reads.begin(route).await?;
     let description = development.map_or("series", Development::as_str);
+    let mut text = Chunks::default();
     let mut body = envelope_open(StatusCode::OK, description);
     let mut doc = SeriesJson::begin(&mut body, query, development);
-    fold_series(state, query, &mut read, |bucket| {
-        doc.bucket(&mut body, &bucket)
+    fold_series(state, query, |bucket| {
+        doc.bucket(&mut body, &bucket);
+        if body.len() >= Chunks::SIZE {
+            text.add(std::mem::take(&mut body));
+        }
     })
     .await?;
     doc.end(&mut body);
-    Ok(envelope_close(StatusCode::OK, body))
+    body.push(b'}'); // the envelope's
+    text.add(body);
+    Ok(text.response(StatusCode::OK, "application/json"))
+}
+
+/// An answer's text in pieces of about [`Chunks::SIZE`]: written out
+/// without one large buffer growing (and copied) as the answer does.
+#[derive(Debug, Default)]
+struct Chunks {
+    pieces: Vec<Bytes>,
+    len: usize,
+}
+
+impl Chunks {
+    /// About how large a piece is.
+    const SIZE: usize = 1 << 20;
+
+    fn add(&mut self, piece: Vec<u8>) {
+        if !piece.is_empty() {
+            self.len += piece.len();
+            self.pieces.push(Bytes::from(piece));
+        }
+    }
+
+    fn response(self, status: StatusCode, content_type: &'static str) -> Response {
+        let pieces = futures::stream::iter(
+            self.pieces
+                .into_iter()
+                .map(Ok::<_, std::convert::Infallible>),
+        );
+        let mut response = (status, Body::from_stream(pieces)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.len));
+        response
+    }
 }
 
 /// Folds `query`'s stored summaries, giving each bucket with events to
@@ -93,13 +134,11 @@ pub async fn series_json(
 /// for a source never aggregated, a 422 for a range finer than kept or
 /// an answer over the statistics budget. Summaries are read a piece at
 /// a time (`SeriesFold::next_read`: fewer of wide ones), so memory holds
-/// one read's summaries and the unfinished buckets, not the range; `read`
-/// holds the answer's statistics as they grow (503 `busy` when the
-/// budget is spent).
+/// one read's summaries and the unfinished buckets, not the range. The
+/// caller holds a heavy read's slot (`crate::reads`).
 pub async fn fold_series(
     state: &AppState,
     query: &SeriesQuery,
-    read: &mut HeavyRead,
     mut each: impl FnMut(Bucket),
 ) -> Result<(), ApiError> {
     query
@@ -116,7 +155,6 @@ pub async fn fold_series(
         return Err(unknown_source());
     }
     let (tier, _) = query.reads();
-    let held_before = read.held();
     let mut fold = SeriesFold::new(query);
     let mut at = i64::MIN;
     while let Some(range) = fold.next_read(at) {
@@ -124,7 +162,6 @@ pub async fn fold_series(
         for (index, summary) in state.views.summaries(&scope, tier, range).await? {
             fold.push(index, &summary).map_err(series_error)?;
         }
-        read.hold(held_before + fold.cells()).await?;
         fold.take_finished(at).into_iter().for_each(&mut each);
     }
     fold.finish().into_iter().for_each(each);
@@ -132,13 +169,9 @@ pub async fn fold_series(
 }
 
 /// The buckets of `query`, all at once ([`fold_series`]).
-pub async fn buckets(
-    state: &AppState,
-    query: &SeriesQuery,
-    read: &mut HeavyRead,
-) -> Result<Vec<Bucket>, ApiError> {
+pub async fn buckets(state: &AppState, query: &SeriesQuery) -> Result<Vec<Bucket>, ApiError> {
     let mut all = Vec::new();
-    fold_series(state, query, read, |bucket| all.push(bucket)).await?;
+    fold_series(state, query, |bucket| all.push(bucket)).await?;
     Ok(all)
 }
 
