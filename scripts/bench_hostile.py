@@ -4,12 +4,16 @@ loopback only, bounded in requests and time. Run by scripts/bench-hostile.
   slow   200 connections with the write key declare 1 MB write_batch bodies
          and send one byte; a well-behaved client then times N write_raw and
          N expose (another write key, the read key): p50 / p99 / max.
+  sources N sources (default 10,000, the default bound), an event each, 20
+         fields: RSS before and after (per source), then writes just after
+         three minute boundaries: how long until each shows in its source's
+         24h_stats (the minute's roll renders every source then).
   series 1,000 events of 1,000 fields (one a minute), then 32 concurrent
          series of 1,000 buckets x 1,000 fields (1,000,000 statistics, the
          largest allowed); a client that gets 503 busy retries after its
          Retry-After. Peak RSS of the server (VmHWM) and wall time.
 
-usage: bench_hostile.py SYGNO_BINARY [slow|series|all]
+usage: bench_hostile.py SYGNO_BINARY [slow|series|sources|all] [SOURCES]
 """
 
 import concurrent.futures
@@ -34,7 +38,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, data_dir):
+    def __init__(self, binary, data_dir, extra=()):
         self.keys = {k: secrets.token_hex(16) for k in ("write", "write2", "read")}
         self.port = free_port()
         env = dict(os.environ)
@@ -43,7 +47,7 @@ class Server:
             (("write", self.keys["write"]), ("write", self.keys["write2"]), ("read", self.keys["read"])))
         env["RUST_LOG"] = "warn"
         self.proc = subprocess.Popen(
-            [binary, "serve", "--addr", f"127.0.0.1:{self.port}", "--data-dir", data_dir],
+            [binary, "serve", "--addr", f"127.0.0.1:{self.port}", "--data-dir", data_dir, *extra],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -89,6 +93,12 @@ def percentiles(samples):
 
 
 def slow(server):
+    server.request("POST", "/source/write_raw", {"data": {"first": 1}}, server.keys["write2"])
+    deadline = time.time() + 60
+    while server.request("POST", "/source/expose", {"type": "latest"}, server.keys["read"])[0] != 200:
+        if time.time() > deadline:
+            raise SystemExit("the first event was not aggregated within 60 s")
+        time.sleep(0.1)
     held = []
     for _ in range(200):
         s = socket.create_connection(("127.0.0.1", server.port))
@@ -167,15 +177,59 @@ def series(server):
           f"{busy} busy answers retried; peak RSS (VmHWM) {server.memory_mb('VmHWM'):.0f} MB, after {server.memory_mb('VmRSS'):.0f} MB")
 
 
+def sources(server, count):
+    rss_empty = server.memory_mb("VmRSS")
+    for first in range(0, count, 1_000):
+        events = [{"name": f"gh-{n:06}", "data": {f"f{j}": n + j for j in range(20)}}
+                  for n in range(first, min(count, first + 1_000))]
+        status, payload, _ = server.request("POST", "/source/write_batch", {"events": events}, server.keys["write"])
+        assert status == 200, payload[:300]
+    status, payload, _ = server.request("POST", "/source/write_raw", {"name": "one-too-many", "data": {}},
+                                        server.keys["write"])
+    print(f"sources: {count:,} written; one more: {status} {json.loads(payload)['data']}")
+    deadline = time.time() + 600
+    last = f"gh-{count - 1:06}"
+    while time.time() < deadline:
+        status, payload, _ = server.request("POST", "/source/expose", {"type": "24h_stats", "name": last},
+                                            server.keys["read"])
+        if status == 200 and json.loads(payload)["data"]["count"] == 1:
+            break
+        time.sleep(0.5)
+    time.sleep(65)  # a minute's roll over every source, at least
+    rss = server.memory_mb("VmRSS")
+    print(f"  RSS empty {rss_empty:.0f} MB, with {count:,} sources {rss:.0f} MB: "
+          f"{(rss - rss_empty) * 1024 / count:.1f} KB a source; peak {server.memory_mb('VmHWM'):.0f} MB")
+    for round_ in range(3):
+        time.sleep(60 - time.time() % 60 + 0.2)  # just after a minute boundary
+        name = f"gh-{(round_ * 997) % count:06}"
+        status, payload, _ = server.request("POST", "/source/expose", {"type": "24h_stats", "name": name},
+                                            server.keys["read"])
+        before = json.loads(payload)["data"]["count"]
+        t0 = time.perf_counter()
+        server.request("POST", "/source/write_raw", {"name": name, "data": {"f0": 1}}, server.keys["write"])
+        while True:
+            status, payload, _ = server.request("POST", "/source/expose", {"type": "24h_stats", "name": name},
+                                                server.keys["read"])
+            if json.loads(payload)["data"]["count"] > before:
+                break
+            time.sleep(0.01)
+        print(f"  a write {time.time() % 60 - 0.2:.1f} s after a minute boundary: "
+              f"in its 24h_stats after {(time.perf_counter() - t0) * 1e3:.0f} ms")
+
+
 def main():
     binary, what = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "all")
+    count = int(sys.argv[3]) if len(sys.argv) > 3 else 10_000
     with tempfile.TemporaryDirectory() as data:
-        server = Server(binary, data)
+        extra = ["--max-sources", str(count)] if what == "sources" and count > 10_000 else []
+        server = Server(binary, data, extra)
         try:
             if what in ("slow", "all"):
                 slow(server)
             if what in ("series", "all"):
                 series(server)
+            if what in ("sources", "all"):
+                sources(server, count)
         finally:
             server.stop()
 
