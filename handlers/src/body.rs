@@ -6,7 +6,7 @@
 use crate::error::ApiError;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,13 +14,14 @@ use sygno_shared::domain::auth::KeyId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Request bodies held in memory at once, all requests together. A body
-/// reserves its bytes as they arrive (not its route's limit, nor its
-/// `Content-Length`): a client trickling a body holds only what it sent.
+/// reserves its declared `Content-Length` (hyper holds the body to it),
+/// or its route's limit when it declares none, before it is read.
 pub const BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// Of [`BODY_BUDGET_BYTES`], what the bodies of one API key may hold at
-/// once: whoever holds a key can fill at most a quarter of the budget, so
-/// requests with other keys are always read (and one key still sends its
-/// largest body, 1 MiB, sixteen times over).
+/// once: whoever holds a key can fill at most a quarter of the budget
+/// (say, by declaring large bodies and sending them slowly), so requests
+/// with other keys are still read (and one key still sends its largest
+/// body, 1 MiB, sixteen at a time).
 pub const KEY_BODY_SHARE_BYTES: usize = BODY_BUDGET_BYTES / 4;
 /// The default [`BodyReader`] deadline.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,9 +82,11 @@ impl BodyReader {
     }
 
     /// The body's bytes, sent with `key`, after the size (at most `limit`
-    /// bytes), deadline and content-type checks. Each piece of the body
-    /// reserves its bytes, first of `key`'s share, then of the budget,
-    /// as it arrives: a piece waits while either is spent.
+    /// bytes), deadline and content-type checks. The body first reserves
+    /// its size (its `Content-Length`, else `limit`) of `key`'s share,
+    /// then of the budget, each whole at once: a request never holds part
+    /// of a reservation while it waits for more, so reservations cannot
+    /// wait on each other.
     pub async fn read(
         &self,
         key: &KeyId,
@@ -98,41 +101,32 @@ impl BodyReader {
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(ApiError::payload_too_large(limit));
         }
+        let size = declared.map_or(limit, |len| usize::try_from(len).unwrap_or(limit));
         let share = self.share_of(key);
         let reading = async {
-            let mut body = body;
-            let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize).min(limit));
             let mut held: [Option<OwnedSemaphorePermit>; 2] = [None, None];
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|_| {
-                    ApiError::invalid_json("the request body could not be read".to_owned())
-                })?;
-                let Ok(data) = frame.into_data() else {
-                    continue; // trailers
-                };
-                if bytes.len() + data.len() > limit {
-                    return Err(ApiError::payload_too_large(limit));
+            let n = u32::try_from(size).map_err(|_| ApiError::payload_too_large(limit))?;
+            if n > 0 {
+                for (pool, held) in [&share, &self.budget].into_iter().zip(&mut held) {
+                    let permit = Arc::clone(pool)
+                        .acquire_many_owned(n)
+                        .await
+                        .map_err(|_| ApiError::internal())?;
+                    *held = Some(permit);
                 }
-                let n =
-                    u32::try_from(data.len()).map_err(|_| ApiError::payload_too_large(limit))?;
-                if n > 0 {
-                    for (pool, held) in [&share, &self.budget].into_iter().zip(&mut held) {
-                        let permit = Arc::clone(pool)
-                            .acquire_many_owned(n)
-                            .await
-                            .map_err(|_| ApiError::internal())?;
-                        match held {
-                            Some(held) => held.merge(permit),
-                            None => *held = Some(permit),
-                        }
-                    }
-                }
-                bytes.extend_from_slice(&data);
             }
-            Ok::<_, ApiError>(ReadBody {
-                bytes: Bytes::from(bytes),
-                _held: held,
-            })
+            let bytes = Limited::new(body, size.min(limit))
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<LengthLimitError>().is_some() {
+                        ApiError::payload_too_large(limit)
+                    } else {
+                        ApiError::invalid_json("the request body could not be read".to_owned())
+                    }
+                })?
+                .to_bytes();
+            Ok::<_, ApiError>(ReadBody { bytes, _held: held })
         };
         let body = tokio::time::timeout(self.timeout, reading)
             .await

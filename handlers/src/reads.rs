@@ -17,6 +17,9 @@
 //! `MAX_SERIES_CELLS`: `sygno_shared::domain::series::MAX_SERIES_CELLS`.
 
 use crate::error::ApiError;
+use axum::body::Body;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
 use std::sync::Arc;
 use std::time::Duration;
 use sygno_shared::telemetry::metric;
@@ -70,6 +73,27 @@ impl ReadBudget {
                 Err(ApiError::busy())
             }
         }
+    }
+}
+
+impl HeavyRead {
+    /// `response`, holding this read's slot until its body is sent or
+    /// dropped (a client too slow to read it is cut off: `crate::server`'s
+    /// write stall rule), so that the slots bound the answers held, sent
+    /// or not.
+    pub fn hold_until_sent(self, response: Response) -> Response {
+        use futures::StreamExt;
+        let (mut parts, body) = response.into_parts();
+        if let Some(len) = hyper::body::Body::size_hint(&body).exact() {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        let held = body.into_data_stream().map(move |piece| {
+            let _slot = &self;
+            piece
+        });
+        Response::from_parts(parts, Body::from_stream(held))
     }
 }
 

@@ -284,7 +284,7 @@ pub async fn query(
             .insert(field.clone());
         wanted.push((name, field, statistic));
     }
-    let _read = state.reads.begin("grafana").await?;
+    let read = state.reads.begin("grafana").await?;
     let mut points = 0;
     let mut folded: BTreeMap<Option<String>, Vec<Bucket>> = BTreeMap::new();
     for (name, fields) in fields_of {
@@ -323,7 +323,7 @@ pub async fn query(
         let target = format!("{} ({statistic})", label(name.as_deref(), &field));
         answer.push(json!({"target": target, "datapoints": points}));
     }
-    Ok(bare(&Value::Array(answer)))
+    Ok(read.hold_until_sent(bare(&Value::Array(answer))))
 }
 
 /// A metric's value, `[source or null, field]`.

@@ -5,6 +5,7 @@
 use crate::auth::authorize;
 use crate::error::{envelope_open, ApiError};
 use crate::openapi::{ErrorResponse, SeriesRequest, SeriesResponse};
+use crate::reads::HeavyRead;
 use crate::routes::{now_ms, AppState};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -52,8 +53,10 @@ pub async fn series(
         SeriesRequestError::Write(e) => ApiError::from(e),
         SeriesRequestError::Series(e) => series_error(e),
     })?;
+    // Refusals cost no read slot.
+    check_series(&state, &query).await?;
     if wants_csv(&headers) {
-        let _read = state.reads.begin("series").await?;
+        let read = state.reads.begin("series").await?;
         let mut csv = SeriesCsv::begin(&query);
         let mut text = Chunks::default();
         fold_series(&state, &query, |bucket| {
@@ -64,7 +67,7 @@ pub async fn series(
         })
         .await?;
         text.add(csv.end());
-        return Ok(text.response(StatusCode::OK, "text/csv; charset=utf-8"));
+        return Ok(text.response(StatusCode::OK, "text/csv; charset=utf-8", read));
     }
     series_json(&state, &query, None, "series").await
 }
@@ -78,7 +81,7 @@ pub async fn series_json(
     development: Option<Development>,
     route: &'static str,
 ) -> Result<Response, ApiError> {
-    let _read = state.reads.begin(route).await?;
+    let read = state.reads.begin(route).await?;
     let description = development.map_or("series", Development::as_str);
     let mut text = Chunks::default();
     let mut body = envelope_open(StatusCode::OK, description);
@@ -93,7 +96,7 @@ pub async fn series_json(
     doc.end(&mut body);
     body.push(b'}'); // the envelope's
     text.add(body);
-    Ok(text.response(StatusCode::OK, "application/json"))
+    Ok(text.response(StatusCode::OK, "application/json", read))
 }
 
 /// An answer's text in pieces of about [`Chunks::SIZE`]: written out
@@ -115,7 +118,9 @@ impl Chunks {
         }
     }
 
-    fn response(self, status: StatusCode, content_type: &'static str) -> Response {
+    /// The response, holding `read`'s slot until its body is sent
+    /// ([`HeavyRead::hold_until_sent`]).
+    fn response(self, status: StatusCode, content_type: &'static str, read: HeavyRead) -> Response {
         let pieces = futures::stream::iter(
             self.pieces
                 .into_iter()
@@ -125,7 +130,7 @@ impl Chunks {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.len));
-        response
+        read.hold_until_sent(response)
     }
 }
 
@@ -141,6 +146,24 @@ pub async fn fold_series(
     query: &SeriesQuery,
     mut each: impl FnMut(Bucket),
 ) -> Result<(), ApiError> {
+    let scope = check_series(state, query).await?;
+    let (tier, _) = query.reads();
+    let mut fold = SeriesFold::new(query);
+    let mut at = i64::MIN;
+    while let Some(range) = fold.next_read(at) {
+        at = range.end;
+        for (index, summary) in state.views.summaries(&scope, tier, range).await? {
+            fold.push(index, &summary).map_err(series_error)?;
+        }
+        fold.take_finished(at).into_iter().for_each(&mut each);
+    }
+    fold.finish().into_iter().for_each(each);
+    Ok(())
+}
+
+/// `query`'s aggregate, unless the range is finer than kept (422) or the
+/// source was never aggregated (404).
+async fn check_series(state: &AppState, query: &SeriesQuery) -> Result<Scope, ApiError> {
     query
         .check_retention(&state.retention, now_ms())
         .map_err(series_error)?;
@@ -154,18 +177,7 @@ pub async fn fold_series(
     {
         return Err(unknown_source());
     }
-    let (tier, _) = query.reads();
-    let mut fold = SeriesFold::new(query);
-    let mut at = i64::MIN;
-    while let Some(range) = fold.next_read(at) {
-        at = range.end;
-        for (index, summary) in state.views.summaries(&scope, tier, range).await? {
-            fold.push(index, &summary).map_err(series_error)?;
-        }
-        fold.take_finished(at).into_iter().for_each(&mut each);
-    }
-    fold.finish().into_iter().for_each(each);
-    Ok(())
+    Ok(scope)
 }
 
 /// The buckets of `query`, all at once ([`fold_series`]).
@@ -190,7 +202,22 @@ fn wants_csv(headers: &HeaderMap) -> bool {
     if values.is_empty() {
         return false;
     }
-    let Ok(accept) = values.join(", ").parse::<headers_accept::Accept>() else {
+    // Media types with their q-values only: a parameter such as
+    // `charset=utf-8` does not make `text/csv` another type here.
+    let ranges: Vec<String> = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_owned();
+            match parts.find(|p| p.to_ascii_lowercase().starts_with("q=")) {
+                Some(q) => format!("{media};{q}"),
+                None => media,
+            }
+        })
+        .filter(|range| !range.is_empty())
+        .collect();
+    let Ok(accept) = ranges.join(", ").parse::<headers_accept::Accept>() else {
         return false;
     };
     accept.negotiate(&[JSON, CSV]) == Some(&CSV)

@@ -11,10 +11,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use sygno_shared::domain::auth::Role;
+use sygno_shared::domain::write::MAX_NAME_CHARS;
 use utoipa::IntoParams;
 
-/// Sources per page by default.
-pub const DEFAULT_SOURCES_PAGE: usize = 1_000;
+/// Sources per page by default: every source under the default bound on
+/// sources (`SYGNO_MAX_SOURCES`), so clients of version 2, which know no
+/// pages, still get them all.
+pub const DEFAULT_SOURCES_PAGE: usize = 10_000;
 /// Most sources on one page.
 pub const MAX_SOURCES_PAGE: usize = 10_000;
 
@@ -23,7 +26,7 @@ pub const MAX_SOURCES_PAGE: usize = 10_000;
 /// previous page).
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SourcesQuery {
-    /// Sources on this page: 1 to 10,000 (default 1,000).
+    /// Sources on this page: 1 to 10,000 (default 10,000).
     limit: Option<String>,
     /// The previous page's `next`: this page starts after that name.
     cursor: Option<String>,
@@ -54,6 +57,17 @@ pub async fn list_sources(
     authorize(&state.keys, &headers, Role::Read)?;
     let Query(query) = query
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    if query
+        .cursor
+        .as_deref()
+        .is_some_and(|c| c.chars().count() > MAX_NAME_CHARS)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            format!("`cursor` is a source name: at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
     let limit = match query.limit.as_deref() {
         None => DEFAULT_SOURCES_PAGE,
         Some(text) => text

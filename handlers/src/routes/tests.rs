@@ -1363,6 +1363,11 @@ async fn series_csv_follows_accept_q_values() {
     };
     for (accept, want) in [
         ("text/csv", "text/csv"),
+        ("text/csv; charset=utf-8", "text/csv"),
+        (
+            "text/csv;header=present;q=0.9, application/json;q=0.5",
+            "text/csv",
+        ),
         ("text/csv;q=0", "application/json"),
         ("text/csv;q=0, */*", "application/json"),
         ("application/json;q=0.5, text/csv", "text/csv"),

@@ -7,11 +7,25 @@
 //! with one of those statuses and `content-length: 0`. The router never
 //! sends such a response (its every error has an envelope body), so
 //! nothing else is touched.
+//!
+//! It also bounds how long a response may take to be read: once the
+//! server has something to write, the client must take at least
+//! [`MIN_PROGRESS`] bytes every [`WRITE_STALL`] until the response is
+//! flushed, else the connection is closed (a client that asks for large
+//! answers and never reads them would otherwise hold them, and the read
+//! slots that made them, for as long as it liked).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How long writing may go without [`MIN_PROGRESS`] bytes taken.
+pub(super) const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Bytes a client must take every [`WRITE_STALL`] while a response is
+/// being written.
+pub(super) const MIN_PROGRESS: usize = 64 * 1024;
 
 /// Longest write inspected: hyper's automatic answers are a status line,
 /// `content-length: 0` and a `date` header.
@@ -24,6 +38,10 @@ pub(super) struct Enveloped<S> {
     /// The envelope answer still to write, and how much of it is written.
     pending: Vec<u8>,
     written: usize,
+    /// While a response is being written: when writing stalls, and the
+    /// bytes written since that deadline was last set.
+    stall: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    progress: usize,
 }
 
 impl<S> Enveloped<S> {
@@ -32,6 +50,8 @@ impl<S> Enveloped<S> {
             inner,
             pending: Vec::new(),
             written: 0,
+            stall: None,
+            progress: 0,
         }
     }
 }
@@ -68,6 +88,55 @@ fn envelope_for(head: &[u8]) -> Option<Vec<u8>> {
         )
         .into_bytes(),
     )
+}
+
+impl<S> Enveloped<S> {
+    /// Counts `n` bytes written; a deadline starts with a response's
+    /// first write and moves on with every [`MIN_PROGRESS`] bytes.
+    fn progressed(&mut self, n: usize) {
+        self.progress += n;
+        if self.stall.is_none() || self.progress >= MIN_PROGRESS {
+            self.progress = 0;
+            self.stall = Some(Box::pin(tokio::time::sleep(WRITE_STALL)));
+        }
+    }
+
+    /// An error once the deadline has passed (the waker is registered
+    /// with it, so a client that takes nothing is noticed too).
+    fn stalled(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading the response",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    /// `written` (a write's outcome) with the stall rules applied.
+    fn watch(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                self.progressed(n);
+                if let Err(e) = self.stalled(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => match self.stalled(cx) {
+                Err(e) => Poll::Ready(Err(e)),
+                Ok(()) => Poll::Pending,
+            },
+            error => error,
+        }
+    }
 }
 
 impl<S: AsyncWrite + Unpin> Enveloped<S> {
@@ -126,7 +195,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Enveloped<S> {
             let _ = self.drain(cx)?;
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, written)
     }
 
     fn poll_write_vectored(
@@ -143,7 +213,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Enveloped<S> {
                 return Poll::Ready(Ok(total));
             }
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -152,7 +223,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Enveloped<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         std::task::ready!(self.drain(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let flushed = std::task::ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        if flushed.is_ok() {
+            // All written: idle until the next response.
+            self.stall = None;
+            self.progress = 0;
+        }
+        Poll::Ready(flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -187,5 +264,43 @@ mod tests {
         ] {
             assert!(envelope_for(kept).is_none(), "{}", String::from_utf8_lossy(kept));
         }
+    }
+}
+
+#[cfg(test)]
+mod stall_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A client that takes nothing of a response is cut off after
+    /// [`WRITE_STALL`]; one that takes it as it comes is not, however long.
+    #[tokio::test(start_paused = true)]
+    async fn a_response_nobody_reads_ends_the_connection() {
+        let (server, mut client) = tokio::io::duplex(4096);
+        let mut server = Enveloped::new(server);
+        let answer = vec![b'x'; 1 << 20];
+        let started = tokio::time::Instant::now();
+        let written = server.write_all(&answer).await;
+        let error = written.expect_err("nobody read it");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= WRITE_STALL);
+        drop(client.read(&mut [0u8; 16]).await);
+
+        let (server, mut client) = tokio::io::duplex(4096);
+        let mut server = Enveloped::new(server);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut piece = [0u8; 4096];
+            while got.len() < (1 << 20) {
+                // Slowly, but at more than MIN_PROGRESS per WRITE_STALL.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let n = client.read(&mut piece).await.expect("read");
+                got.extend_from_slice(&piece[..n]);
+            }
+            got.len()
+        });
+        server.write_all(&answer).await.expect("read as it came");
+        server.flush().await.expect("flushed");
+        assert_eq!(reader.await.expect("reader"), 1 << 20);
     }
 }

@@ -418,9 +418,9 @@ pub struct SeriesFold<'q> {
     buckets: Vec<Bucket>,
     /// Fields put in buckets so far (taken out or not).
     cells: usize,
-    /// Summaries pushed, and their fields: how wide the summaries are.
+    /// Whether a summary was pushed, and the widest one's fields.
     summaries_seen: usize,
-    fields_seen: usize,
+    widest: usize,
 }
 
 impl<'q> SeriesFold<'q> {
@@ -430,13 +430,13 @@ impl<'q> SeriesFold<'q> {
             buckets: Vec::new(),
             cells: 0,
             summaries_seen: 0,
-            fields_seen: 0,
+            widest: 0,
         }
     }
 
     /// The next index range to read from `at` (none past the query's
     /// range): [`MIN_READ_CHUNK`] summaries first, then as many as hold
-    /// about [`READ_CELLS`] field statistics at the width seen so far,
+    /// about [`READ_CELLS`] field statistics at the widest seen so far,
     /// between [`MIN_READ_CHUNK`] and [`READ_CHUNK`].
     pub fn next_read(&self, at: i64) -> Option<Range<i64>> {
         let (_, range) = self.query.reads();
@@ -447,7 +447,7 @@ impl<'q> SeriesFold<'q> {
         let len = if self.summaries_seen == 0 {
             MIN_READ_CHUNK
         } else {
-            let width = self.fields_seen.div_ceil(self.summaries_seen).max(1);
+            let width = self.widest.max(1);
             i64::try_from(READ_CELLS / width)
                 .unwrap_or(READ_CHUNK)
                 .clamp(MIN_READ_CHUNK, READ_CHUNK)
@@ -486,7 +486,7 @@ impl<'q> SeriesFold<'q> {
             return Ok(());
         }
         self.summaries_seen += 1;
-        self.fields_seen += summary.fields.len();
+        self.widest = self.widest.max(summary.fields.len());
         let width = self.query.interval.ms();
         let start = (index * tier_ms(tier)).div_euclid(width) * width;
         if self.buckets.last().is_none_or(|b| b.start != start) {

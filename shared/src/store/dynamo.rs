@@ -564,7 +564,7 @@ impl ViewStore for DynamoStore {
         };
         let high = "s$";
         debug_assert!(state::SOURCE_PREFIX == "s#");
-        let page_size = i32::try_from(limit.clamp(1, 1_000)).unwrap_or(1_000);
+        let page_size = i32::try_from(limit.max(1)).unwrap_or(i32::MAX);
         let mut pages = self
             .client
             .query()

@@ -242,11 +242,11 @@ async fn served_promptly(app: &crate::helpers::TestApp, rounds: usize, within: D
 }
 
 /// 200 clients holding the write key declare 1 MB bodies and trickle
-/// none of it (before: each reserved its route's 1 MiB of the 64 MiB
-/// budget, and everyone else waited for the 30 s body timeout); then 70
-/// of the same key send 1,000,000 bytes each and stall (70 MB: more than
-/// the whole budget, but one key holds at most a quarter of it). Another
-/// key's writes and reads are served at once throughout.
+/// none of it, then 70 more of the same key send 1,000,000 bytes each and
+/// stall (270 MB declared: over four times the 64 MiB budget; before,
+/// every other client waited for the 30 s body timeout). One key's bodies
+/// hold at most a quarter of the budget, so another key's writes and
+/// reads are served at once throughout.
 #[tokio::test]
 async fn slow_and_stalled_bodies_of_one_key_do_not_starve_others() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -84,15 +84,21 @@ fn function<'a>(all: &'a [(String, Yaml)], name: &str) -> &'a Yaml {
 fn each_function_may_do_only_its_job() {
     let t = template();
     let all = resources(&t);
-    // The write function: event items (partition keys log#NN), and the
-    // sources' items (partition src) only.
+    // The write function: event items (partition keys log#NN), the
+    // sources' items (partition src), and reading rows (old sources).
     for (actions, resource, leading) in statements(function(&all, "WriteFunction")) {
         for action in &actions {
             match action.as_str() {
-                "dynamodb:PutItem" | "dynamodb:GetItem" => {
+                "dynamodb:PutItem" => {
                     assert!(
                         leading == ["log#*"] || leading == ["src"],
                         "{action} beyond event and source items: {leading:?}"
+                    );
+                }
+                "dynamodb:GetItem" => {
+                    assert!(
+                        leading == ["log#*"] || leading == ["src"] || leading == ["rows"],
+                        "{action} beyond event, source and rows items: {leading:?}"
                     );
                 }
                 "dynamodb:UpdateItem" => {

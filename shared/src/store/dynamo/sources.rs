@@ -18,8 +18,11 @@
 //! its registrations, some of its sources may be registered without
 //! events (they count, and stay writable).
 //!
-//! Tables from before the bound have events of sources without items:
-//! each such source is registered (and counted) at its next write.
+//! Tables from before the bound have events of sources without items: a
+//! source without its item but with a `sources` entry (`rows`, `s#<name>`:
+//! the aggregator has seen it) is an old one, registered and counted at
+//! its next write whatever the bound, so no source that took writes
+//! before an upgrade is refused after it.
 
 use super::{get_n, s, unavailable, DynamoStore};
 use crate::store::{Result, StoreError};
@@ -65,8 +68,19 @@ impl DynamoStore {
             .await
             .into_iter()
             .collect::<Result<_>>()?;
-        let (known, new): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, exists)| *exists);
+        let (known, unregistered): (Vec<_>, Vec<_>) =
+            found.into_iter().partition(|(_, exists)| *exists);
         self.remember(known.iter().map(|(n, _)| n.as_str()));
+        let mut new = Vec::new();
+        for (name, _) in unregistered {
+            if self.source_row_exists(&name).await? {
+                // Written before the bound: registered whatever it says.
+                self.register_source(&name, None).await?;
+                self.remember(std::iter::once(name.as_str()));
+            } else {
+                new.push(name);
+            }
+        }
         if new.is_empty() {
             return Ok(());
         }
@@ -74,8 +88,8 @@ impl DynamoStore {
         if self.source_count().await? + new.len() > max {
             return Err(StoreError::TooManySources { max });
         }
-        for (name, _) in new {
-            self.register_source(&name).await?;
+        for name in new {
+            self.register_source(&name, Some(max)).await?;
             self.remember(std::iter::once(name.as_str()));
         }
         Ok(())
@@ -84,6 +98,21 @@ impl DynamoStore {
     fn remember<'a>(&self, names: impl Iterator<Item = &'a str>) {
         let mut known = self.known_sources.lock().unwrap_or_else(|p| p.into_inner());
         known.extend(names.map(str::to_owned));
+    }
+
+    /// Whether the aggregator has a `sources` entry for `name`.
+    async fn source_row_exists(&self, name: &str) -> Result<bool> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&*self.table)
+            .key("pk", s(super::ROWS_KEY))
+            .key("sk", s(super::state::source_sk(name)))
+            .projection_expression("pk")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(got.item().is_some())
     }
 
     async fn source_item_exists(&self, name: &str) -> Result<bool> {
@@ -118,9 +147,9 @@ impl DynamoStore {
     }
 
     /// Registers `name`: its item and the counter's increment, if below
-    /// the bound. A source registered meanwhile by another writer is fine.
-    async fn register_source(&self, name: &str) -> Result<()> {
-        let max = self.max_sources;
+    /// the bound `max` (none: whatever the count). A source registered
+    /// meanwhile by another writer is fine.
+    async fn register_source(&self, name: &str, max: Option<usize>) -> Result<()> {
         for attempt in 1..=REGISTER_ATTEMPTS {
             let item = Put::builder()
                 .table_name(&*self.table)
@@ -129,17 +158,19 @@ impl DynamoStore {
                 .condition_expression("attribute_not_exists(pk)")
                 .build()
                 .map_err(unavailable)?;
-            let count = Update::builder()
+            let mut count = Update::builder()
                 .table_name(&*self.table)
                 .key("pk", s(SOURCES_PK))
                 .key("sk", s(COUNT_SK))
                 .update_expression("SET n = if_not_exists(n, :zero) + :one")
-                .condition_expression("attribute_not_exists(n) OR n < :max")
                 .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-                .expression_attribute_values(":one", AttributeValue::N("1".into()))
-                .expression_attribute_values(":max", AttributeValue::N(max.to_string()))
-                .build()
-                .map_err(unavailable)?;
+                .expression_attribute_values(":one", AttributeValue::N("1".into()));
+            if let Some(max) = max {
+                count = count
+                    .condition_expression("attribute_not_exists(n) OR n < :max")
+                    .expression_attribute_values(":max", AttributeValue::N(max.to_string()));
+            }
+            let count = count.build().map_err(unavailable)?;
             let sent = self
                 .client
                 .transact_write_items()
@@ -162,7 +193,11 @@ impl DynamoStore {
                 .collect();
             match codes.as_slice() {
                 ["ConditionalCheckFailed", _] => return Ok(()), // registered meanwhile
-                [_, "ConditionalCheckFailed"] => return Err(StoreError::TooManySources { max }),
+                [_, "ConditionalCheckFailed"] => {
+                    return Err(StoreError::TooManySources {
+                        max: max.unwrap_or_default(),
+                    })
+                }
                 _ if codes.contains(&"TransactionConflict") && attempt < REGISTER_ATTEMPTS => {
                     let pause = 5 * u64::from(attempt);
                     tokio::time::sleep(std::time::Duration::from_millis(pause)).await;

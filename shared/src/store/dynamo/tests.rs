@@ -1141,3 +1141,45 @@ async fn sources_past_the_bound_are_refused_across_processes() {
         .await
         .expect("a source the log has, from another process");
 }
+
+/// A source written before the bound existed (a `sources` entry, no
+/// source item) stays writable whatever the bound, and counts.
+#[tokio::test]
+async fn sources_from_before_the_bound_stay_writable() {
+    let Some(store) = store().await else { return };
+    let store = store.with_max_sources(1);
+    store
+        .client
+        .put_item()
+        .table_name(&*store.table)
+        .item("pk", s(ROWS_KEY))
+        .item("sk", s(state::source_sk("old")))
+        .item("doc", s("{}"))
+        .send()
+        .await
+        .expect("an old sources entry");
+    store
+        .append(NewEvent {
+            name: "new".into(),
+            ..new_event("n1", "u1", None)
+        })
+        .await
+        .expect("the one new source");
+    store
+        .append(NewEvent {
+            name: "old".into(),
+            ..new_event("o1", "u1", None)
+        })
+        .await
+        .expect("an old source, past the bound");
+    let third = store
+        .append(NewEvent {
+            name: "newer".into(),
+            ..new_event("n2", "u1", None)
+        })
+        .await;
+    assert!(
+        matches!(third, Err(StoreError::TooManySources { max: 1 })),
+        "{third:?}"
+    );
+}
