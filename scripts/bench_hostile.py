@@ -206,6 +206,7 @@ def sources(server, count):
                                             server.keys["read"])
         before = json.loads(payload)["data"]["count"]
         t0 = time.perf_counter()
+        offset = time.time() % 60
         server.request("POST", "/source/write_raw", {"name": name, "data": {"f0": 1}}, server.keys["write"])
         while True:
             status, payload, _ = server.request("POST", "/source/expose", {"type": "24h_stats", "name": name},
@@ -213,7 +214,7 @@ def sources(server, count):
             if json.loads(payload)["data"]["count"] > before:
                 break
             time.sleep(0.01)
-        print(f"  a write {time.time() % 60 - 0.2:.1f} s after a minute boundary: "
+        print(f"  a write {offset:.1f} s after a minute boundary: "
               f"in its 24h_stats after {(time.perf_counter() - t0) * 1e3:.0f} ms")
 
 
