@@ -169,6 +169,11 @@ mod tests {
     fn own_writes_and_other_events_are_ignored() {
         let rows = json!({"pk": {"S": "rows"}, "sk": {"S": "rows"}});
         assert_eq!(decode(&lambda_record(rows, "1")), Record::Ignored);
+        // The write path's source items and their count.
+        for sk in ["n#gh-1", "count"] {
+            let source = json!({"pk": {"S": "src"}, "sk": {"S": sk}});
+            assert_eq!(decode(&lambda_record(source, "1")), Record::Ignored);
+        }
         let mut removed = lambda_record(event_image(), "1");
         removed["eventName"] = json!("REMOVE");
         assert_eq!(decode(&removed), Record::Ignored);

@@ -115,7 +115,15 @@ async fn stream_records(store: &DynamoStore) -> Vec<Value> {
             if records.is_empty() {
                 break;
             }
-            out.extend(records.iter().map(|r| records::from_streams_api(r, &arn)));
+            // The write path's source items (partition `src`, ignored by
+            // the aggregator: see `records`) are left out, so that the
+            // records right after writes are the events.
+            out.extend(
+                records
+                    .iter()
+                    .map(|r| records::from_streams_api(r, &arn))
+                    .filter(|r| r["dynamodb"]["Keys"]["pk"]["S"] != "src"),
+            );
             iterator = got.next_shard_iterator;
         }
     }

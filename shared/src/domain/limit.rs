@@ -39,26 +39,39 @@ pub const MAX_MAX_SOURCES: usize = 1_000_000;
 
 /// Parses `SYGNO_MAX_SOURCES` (absent: the default).
 pub fn parse_max_sources(value: Option<&str>) -> Result<usize, String> {
-    let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
-        return Ok(DEFAULT_MAX_SOURCES);
-    };
-    match text.parse::<usize>() {
-        Ok(n) if (1..=MAX_MAX_SOURCES).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "SYGNO_MAX_SOURCES must be a whole number from 1 to {MAX_MAX_SOURCES}, not {text:?}"
-        )),
-    }
+    parse_bounded(
+        "SYGNO_MAX_SOURCES",
+        value,
+        DEFAULT_MAX_SOURCES,
+        MAX_MAX_SOURCES,
+    )
 }
 
 /// Parses `SYGNO_MAX_FIELDS` (absent: the default).
 pub fn parse_max_fields(value: Option<&str>) -> Result<usize, String> {
+    parse_bounded(
+        "SYGNO_MAX_FIELDS",
+        value,
+        DEFAULT_MAX_FIELDS,
+        MAX_MAX_FIELDS,
+    )
+}
+
+/// A whole number from 1 to `max` in setting `name` (absent or blank:
+/// `default`), or a message naming the setting and what it got.
+fn parse_bounded(
+    name: &str,
+    value: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, String> {
     let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
-        return Ok(DEFAULT_MAX_FIELDS);
+        return Ok(default);
     };
     match text.parse::<usize>() {
-        Ok(n) if (1..=MAX_MAX_FIELDS).contains(&n) => Ok(n),
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!(
-            "SYGNO_MAX_FIELDS must be a whole number from 1 to {MAX_MAX_FIELDS}, not {text:?}"
+            "{name} must be a whole number from 1 to {max}, not {text:?}"
         )),
     }
 }

@@ -98,7 +98,8 @@ pub(crate) async fn batches_answer_in_order_and_repeat_as_duplicates(log: &dyn E
     assert_eq!(rest[3].event_id, "c3");
 }
 
-fn named(id: &str, name: &str) -> NewEvent {
+/// An event of source `name`.
+pub(crate) fn named(id: &str, name: &str) -> NewEvent {
     NewEvent {
         name: name.into(),
         ..new_event(id, "u1", None)

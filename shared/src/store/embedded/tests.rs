@@ -331,19 +331,13 @@ async fn sources_past_the_bound_are_refused_and_the_bound_survives_a_reopen() {
     drop(store);
     let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
     reopened.set_max_sources(3);
-    let fourth = reopened.append(NewEvent {
-        name: "d".into(),
-        ..new_event("r7", "u1", None)
-    });
+    let fourth = reopened.append(contract_tests::named("r7", "d"));
     assert!(matches!(
         fourth.await,
         Err(StoreError::TooManySources { max: 3 })
     ));
     reopened
-        .append(NewEvent {
-            name: "c".into(),
-            ..new_event("s7", "u1", None)
-        })
+        .append(contract_tests::named("s7", "c"))
         .await
         .expect("a source the log has, after a reopen");
 }
@@ -360,18 +354,12 @@ async fn a_hundred_thousand_sources_fill_the_bound_exactly() {
         let events = (0..1_000)
             .map(|i| {
                 let n = batch * 1_000 + i;
-                NewEvent {
-                    name: format!("source-{n}"),
-                    ..new_event(&format!("e{n}"), "u1", None)
-                }
+                contract_tests::named(&format!("e{n}"), &format!("source-{n}"))
             })
             .collect();
         store.append_batch(events).await.expect("within the bound");
     }
-    let past = store.append(NewEvent {
-        name: "one-too-many".into(),
-        ..new_event("x", "u1", None)
-    });
+    let past = store.append(contract_tests::named("x", "one-too-many"));
     assert!(matches!(
         past.await,
         Err(StoreError::TooManySources { max: 100_000 })
@@ -383,19 +371,13 @@ async fn a_hundred_thousand_sources_fill_the_bound_exactly() {
     drop(conn);
     let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
     reopened.set_max_sources(100_000);
-    let past = reopened.append(NewEvent {
-        name: "one-too-many".into(),
-        ..new_event("x", "u1", None)
-    });
+    let past = reopened.append(contract_tests::named("x", "one-too-many"));
     assert!(matches!(
         past.await,
         Err(StoreError::TooManySources { max: 100_000 })
     ));
     reopened
-        .append(NewEvent {
-            name: "source-99999".into(),
-            ..new_event("y", "u1", None)
-        })
+        .append(contract_tests::named("y", "source-99999"))
         .await
         .expect("a known source");
 }
