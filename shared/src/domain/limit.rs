@@ -30,9 +30,9 @@ pub const DEFAULT_MAX_FIELDS: usize = 2_000;
 pub const MAX_MAX_FIELDS: usize = 2_000;
 
 /// Default of `SYGNO_MAX_SOURCES`: the distinct sources the log takes.
-/// Each source costs the embedded server about 26 KB of memory (its scope
-/// state, window folds and rows; measured at 40,000 sources) and every
-/// minute's roll renders it, so 10,000 sources hold about 260 MB.
+/// Each source costs the embedded server about 25 KB of memory (its scope
+/// state, window folds and rows: 261 MB with 10,000 sources of 20 fields,
+/// `scripts/bench-hostile sources`) and every minute's roll renders it.
 pub const DEFAULT_MAX_SOURCES: usize = 10_000;
 /// The largest `SYGNO_MAX_SOURCES` accepted.
 pub const MAX_MAX_SOURCES: usize = 1_000_000;
