@@ -115,7 +115,7 @@ impl BodyReader {
                     *held = Some(permit);
                 }
             }
-            let bytes = Limited::new(body, size.min(limit))
+            let bytes = Limited::new(body, size)
                 .collect()
                 .await
                 .map_err(|e| {

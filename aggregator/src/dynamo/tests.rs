@@ -1122,8 +1122,8 @@ async fn wide_events_never_stall_the_stream_aggregator() {
     assert_eq!(stats["count"], 21);
     assert_eq!(stats["fields"].as_object().map(|f| f.len()), Some(2_000));
     assert_eq!(stats["fields_dropped"], 8_001);
-    let listed = store.sources().await.expect("sources");
-    let entry: Value = serde_json::from_str(&listed[0]).expect("json");
+    let listed = store.sources_page(None, usize::MAX).await.expect("sources");
+    let entry: Value = serde_json::from_str(&listed[0].1).expect("json");
     assert_eq!(
         (entry["fields"].clone(), entry["fields_dropped"].clone()),
         (json!(2_000), json!(8_001))

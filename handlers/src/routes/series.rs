@@ -53,13 +53,13 @@ pub async fn series(
         SeriesRequestError::Write(e) => ApiError::from(e),
         SeriesRequestError::Series(e) => series_error(e),
     })?;
-    // Refusals cost no read slot.
-    check_series(&state, &query).await?;
     if wants_csv(&headers) {
+        // Refusals cost no read slot.
+        let scope = check_series(&state, &query).await?;
         let read = state.reads.begin("series").await?;
         let mut csv = SeriesCsv::begin(&query);
         let mut text = Chunks::default();
-        fold_series(&state, &query, |bucket| {
+        fold_series(&state, &query, &scope, |bucket| {
             csv.bucket(&bucket);
             if csv.len() >= Chunks::SIZE {
                 text.add(csv.take_text());
@@ -81,12 +81,14 @@ pub async fn series_json(
     development: Option<Development>,
     route: &'static str,
 ) -> Result<Response, ApiError> {
+    // Refusals cost no read slot.
+    let scope = check_series(state, query).await?;
     let read = state.reads.begin(route).await?;
     let description = development.map_or("series", Development::as_str);
     let mut text = Chunks::default();
     let mut body = envelope_open(StatusCode::OK, description);
     let mut doc = SeriesJson::begin(&mut body, query, development);
-    fold_series(state, query, |bucket| {
+    fold_series(state, query, &scope, |bucket| {
         doc.bucket(&mut body, &bucket);
         if body.len() >= Chunks::SIZE {
             text.add(std::mem::take(&mut body));
@@ -134,25 +136,25 @@ impl Chunks {
     }
 }
 
-/// Folds `query`'s stored summaries, giving each bucket with events to
-/// `each`, in order, as soon as no later summary can change it: a 404
-/// for a source never aggregated, a 422 for a range finer than kept or
-/// an answer over the statistics budget. Summaries are read a piece at
-/// a time (`SeriesFold::next_read`: fewer of wide ones), so memory holds
-/// one read's summaries and the unfinished buckets, not the range. The
-/// caller holds a heavy read's slot (`crate::reads`).
-pub async fn fold_series(
+/// Folds `query`'s stored summaries of `scope` (from [`check_series`]),
+/// giving each bucket with events to `each`, in order, as soon as no
+/// later summary can change it; a 422 for an answer over the statistics
+/// budget. Summaries are read a piece at a time (`SeriesFold::next_read`:
+/// fewer of wide ones), so memory holds one read's summaries and the
+/// unfinished buckets, not the range. The caller holds a heavy read's
+/// slot (`crate::reads`).
+async fn fold_series(
     state: &AppState,
     query: &SeriesQuery,
+    scope: &Scope,
     mut each: impl FnMut(Bucket),
 ) -> Result<(), ApiError> {
-    let scope = check_series(state, query).await?;
     let (tier, _) = query.reads();
     let mut fold = SeriesFold::new(query);
     let mut at = i64::MIN;
     while let Some(range) = fold.next_read(at) {
         at = range.end;
-        for (index, summary) in state.views.summaries(&scope, tier, range).await? {
+        for (index, summary) in state.views.summaries(scope, tier, range).await? {
             fold.push(index, &summary).map_err(series_error)?;
         }
         fold.take_finished(at).into_iter().for_each(&mut each);
@@ -180,10 +182,12 @@ async fn check_series(state: &AppState, query: &SeriesQuery) -> Result<Scope, Ap
     Ok(scope)
 }
 
-/// The buckets of `query`, all at once ([`fold_series`]).
+/// The buckets of `query`, all at once ([`check_series`], then
+/// [`fold_series`]).
 pub async fn buckets(state: &AppState, query: &SeriesQuery) -> Result<Vec<Bucket>, ApiError> {
+    let scope = check_series(state, query).await?;
     let mut all = Vec::new();
-    fold_series(state, query, |bucket| all.push(bucket)).await?;
+    fold_series(state, query, &scope, |bucket| all.push(bucket)).await?;
     Ok(all)
 }
 

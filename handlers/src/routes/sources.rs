@@ -62,11 +62,9 @@ pub async fn list_sources(
         .as_deref()
         .is_some_and(|c| c.chars().count() > MAX_NAME_CHARS)
     {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_query",
-            format!("`cursor` is a source name: at most {MAX_NAME_CHARS} characters"),
-        ));
+        return Err(invalid_query(format!(
+            "`cursor` is a source name: at most {MAX_NAME_CHARS} characters"
+        )));
     }
     let limit = match query.limit.as_deref() {
         None => DEFAULT_SOURCES_PAGE,
@@ -75,11 +73,9 @@ pub async fn list_sources(
             .ok()
             .filter(|n| (1..=MAX_SOURCES_PAGE).contains(n))
             .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_query",
-                    format!("`limit` must be a whole number from 1 to {MAX_SOURCES_PAGE}"),
-                )
+                invalid_query(format!(
+                    "`limit` must be a whole number from 1 to {MAX_SOURCES_PAGE}"
+                ))
             })?,
     };
     // One more than asked: whether a next page exists.
@@ -103,4 +99,13 @@ pub async fn list_sources(
     data.push_str(&serde_json::to_string(&next).unwrap_or_else(|_| "null".to_owned()));
     data.push('}');
     Ok(envelope(StatusCode::OK, "sources", &data))
+}
+
+/// 422 `invalid_query`: a query parameter out of its range.
+fn invalid_query(description: String) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_query",
+        description,
+    )
 }

@@ -138,3 +138,24 @@ pub(crate) async fn sources_past_the_bound_are_refused(log: &dyn EventLog) -> Ve
     log.append(named("s6", "a")).await.expect("a known source");
     vec!["r1", "r2", "r3", "r4", "r5", "r6"]
 }
+
+/// At a bound of `max` sources, reached: an event `(id, name)` of a new
+/// source is refused; then, if given, an event of a source the log has
+/// is taken.
+pub(crate) async fn bound_holds(
+    log: &dyn EventLog,
+    max: usize,
+    new: (&str, &str),
+    known: Option<(&str, &str)>,
+) {
+    let refused = log.append(named(new.0, new.1)).await;
+    assert!(
+        matches!(refused, Err(crate::store::StoreError::TooManySources { max: m }) if m == max),
+        "{refused:?}"
+    );
+    if let Some((id, name)) = known {
+        log.append(named(id, name))
+            .await
+            .expect("a source the log has");
+    }
+}

@@ -219,21 +219,6 @@ pub trait ViewStore: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Arc<str>)>>;
-    /// Every source's `sources` entry, sorted by name, read page by page.
-    async fn sources(&self) -> Result<Vec<Arc<str>>> {
-        const PAGE: usize = 1_000;
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.sources_page(after.as_deref(), PAGE).await?;
-            let full = page.len() == PAGE;
-            after = page.last().map(|(name, _)| name.clone());
-            all.extend(page.into_iter().map(|(_, doc)| doc));
-            if !full {
-                return Ok(all);
-            }
-        }
-    }
     /// The live summaries of `scope`'s aggregate in `tier` with index in
     /// `range`, in index order (absent ones left out): what a series folds.
     async fn summaries(

@@ -245,7 +245,14 @@ async fn aggregate_commits_are_checked_against_the_checkpoint() {
         .await
         .expect("count");
     assert_eq!(stored, 2, "the two stats rows");
-    assert_eq!(store.sources().await.expect("sources").len(), 1);
+    assert_eq!(
+        store
+            .sources_page(None, usize::MAX)
+            .await
+            .expect("sources")
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -290,7 +297,14 @@ async fn a_switch_replaces_everything_with_the_new_generation() {
         .await
         .expect("load")
         .is_empty());
-    assert_eq!(store.sources().await.expect("sources").len(), 1);
+    assert_eq!(
+        store
+            .sources_page(None, usize::MAX)
+            .await
+            .expect("sources")
+            .len(),
+        1
+    );
     assert_eq!(
         store
             .view(&Scope::Source("old".into()), ExposeKind::Latest)
@@ -331,15 +345,7 @@ async fn sources_past_the_bound_are_refused_and_the_bound_survives_a_reopen() {
     drop(store);
     let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
     reopened.set_max_sources(3);
-    let fourth = reopened.append(contract_tests::named("r7", "d"));
-    assert!(matches!(
-        fourth.await,
-        Err(StoreError::TooManySources { max: 3 })
-    ));
-    reopened
-        .append(contract_tests::named("s7", "c"))
-        .await
-        .expect("a source the log has, after a reopen");
+    contract_tests::bound_holds(&reopened, 3, ("r7", "d"), Some(("s7", "c"))).await;
 }
 
 /// 100,000 sources, a batch of 1,000 new ones at a time: every one is
@@ -359,11 +365,7 @@ async fn a_hundred_thousand_sources_fill_the_bound_exactly() {
             .collect();
         store.append_batch(events).await.expect("within the bound");
     }
-    let past = store.append(contract_tests::named("x", "one-too-many"));
-    assert!(matches!(
-        past.await,
-        Err(StoreError::TooManySources { max: 100_000 })
-    ));
+    contract_tests::bound_holds(&store, 100_000, ("x", "one-too-many"), None).await;
     drop(store);
     let conn = rusqlite::Connection::open(dir.path().join("events.db")).expect("open");
     conn.execute("DELETE FROM log_sources", [])
@@ -371,13 +373,11 @@ async fn a_hundred_thousand_sources_fill_the_bound_exactly() {
     drop(conn);
     let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
     reopened.set_max_sources(100_000);
-    let past = reopened.append(contract_tests::named("x", "one-too-many"));
-    assert!(matches!(
-        past.await,
-        Err(StoreError::TooManySources { max: 100_000 })
-    ));
-    reopened
-        .append(contract_tests::named("y", "source-99999"))
-        .await
-        .expect("a known source");
+    contract_tests::bound_holds(
+        &reopened,
+        100_000,
+        ("x", "one-too-many"),
+        Some(("y", "source-99999")),
+    )
+    .await;
 }
