@@ -33,7 +33,7 @@ use sygno_shared::domain::fold::Scope;
 use sygno_shared::domain::series::{finest_interval, Bucket, SeriesQuery, MAX_SERIES_CELLS};
 use sygno_shared::domain::stats::Moments;
 use sygno_shared::domain::time::parse_rfc3339;
-use sygno_shared::domain::write::parse_json;
+use sygno_shared::domain::write::{check_syntax, classify, WriteError};
 
 /// Largest `/grafana` request body (Grafana sends its whole query
 /// request, panel and scoped variables included).
@@ -86,7 +86,15 @@ async fn body_of<T: for<'de> Deserialize<'de>>(
     } else {
         &bytes
     };
-    Ok(parse_json(text, "body must be a JSON object")?)
+    // Syntax first (400); then what serde says of the shape, which names
+    // the field (a missing `range`).
+    check_syntax(text)?;
+    serde_json::from_slice(text).map_err(|e| {
+        ApiError::from(match classify(&e, text, "body must be a JSON object") {
+            WriteError::Invalid(_) => WriteError::Invalid(format!("body: {e}")),
+            other => other,
+        })
+    })
 }
 
 /// The Grafana data source's connection test.
